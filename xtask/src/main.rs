@@ -1,9 +1,15 @@
 //! `cargo xtask`: the one tool that turns the workspace's descriptors into running systems.
 
 mod check;
+mod docker;
 mod doctor;
+mod git;
+mod images;
 mod model;
+mod proc;
+mod sources;
 mod status;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +38,8 @@ enum Command {
     Status(status::Args),
     /// Check the tools the other commands need, all at once
     Doctor,
+    /// Build container images, cached by content, tagged by git revision
+    Build(images::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check => check::run(&root),
         Command::Status(args) => status::run(&root, &args),
         Command::Doctor => doctor::run(),
+        Command::Build(args) => images::run(&root, &args),
     };
     match result {
         Ok(code) => code,

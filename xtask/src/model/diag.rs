@@ -99,6 +99,36 @@ impl Doc {
         (!path.is_empty()).then_some(path)
     }
 
+    /// The value at `path` (`""` is the whole file) and everything inside it, in document
+    /// order, the value itself first; empty when the path does not exist. Serde names only the
+    /// table or array it was reading when something inside it is wrong (checks, an internally
+    /// tagged enum, lose even that); this lets the caller find the key or value it means.
+    pub fn nodes(&self, path: &str) -> Vec<Node> {
+        let Ok(root) = DeTable::parse(&self.text) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let segs = key_path(path);
+        if segs.is_empty() {
+            out.push(Node {
+                path: String::new(),
+                key: None,
+                value: 0..self.text.len(),
+                shape: Shape::Table,
+                unexpected: Some("map".to_string()),
+            });
+            collect_table(root.get_ref(), "", &mut out);
+        } else {
+            let Some((key, value)) = find(root.get_ref(), &segs) else {
+                return Vec::new();
+            };
+            out.push(node(path.to_string(), key, value));
+            collect(value, path, &mut out);
+        }
+        out[1..].sort_by_key(|n| n.key.as_ref().unwrap_or(&n.value).start);
+        out
+    }
+
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
@@ -191,6 +221,113 @@ impl Diagnostic {
             }
         }
         out
+    }
+}
+
+/// A value somewhere in a document, found by [`Doc::nodes`].
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Dotted key path (`smoke[1].port`).
+    pub path: String,
+    /// The span of its key; `None` for array elements.
+    pub key: Option<Range<usize>>,
+    pub value: Range<usize>,
+    pub shape: Shape,
+    /// How serde describes the value in an "invalid type" error: `string "80"`, `integer `5``.
+    pub unexpected: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Table,
+    Array,
+    Scalar,
+}
+
+/// The key span (for a key step) and value at `path` below `table`.
+fn find<'a, 'i>(
+    table: &'a DeTable<'i>,
+    path: &[Seg],
+) -> Option<(Option<Range<usize>>, &'a Spanned<DeValue<'i>>)> {
+    let (Seg::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let (key, mut value) = table.get_key_value(first.as_str())?;
+    let mut key_span = Some(key.span());
+    for seg in rest {
+        value = match (seg, value.get_ref()) {
+            (Seg::Key(k), DeValue::Table(t)) => {
+                let (key, v) = t.get_key_value(k.as_str())?;
+                key_span = Some(key.span());
+                v
+            }
+            (Seg::Index(i), DeValue::Array(a)) => {
+                key_span = None;
+                a.get(*i)?
+            }
+            _ => return None,
+        };
+    }
+    Some((key_span, value))
+}
+
+fn node(path: String, key: Option<Range<usize>>, value: &Spanned<DeValue<'_>>) -> Node {
+    let (shape, unexpected) = match value.get_ref() {
+        DeValue::Table(_) => (Shape::Table, Some("map".to_string())),
+        DeValue::Array(_) => (Shape::Array, Some("sequence".to_string())),
+        DeValue::String(s) => (Shape::Scalar, Some(format!("string {:?}", s.as_ref()))),
+        DeValue::Integer(i) => (
+            Shape::Scalar,
+            i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| format!("integer `{n}`")),
+        ),
+        DeValue::Float(f) => (
+            Shape::Scalar,
+            f.as_str().parse::<f64>().ok().map(|f| {
+                // serde writes `1.0`, not `1`.
+                let mut text = f.to_string();
+                if f.is_finite() && !text.contains(['.', 'e']) {
+                    text.push_str(".0");
+                }
+                format!("floating point `{text}`")
+            }),
+        ),
+        DeValue::Boolean(b) => (Shape::Scalar, Some(format!("boolean `{b}`"))),
+        DeValue::Datetime(_) => (Shape::Scalar, None),
+    };
+    Node {
+        path,
+        key,
+        value: value.span(),
+        shape,
+        unexpected,
+    }
+}
+
+fn collect(value: &Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Node>) {
+    match value.get_ref() {
+        DeValue::Table(t) => collect_table(t, path, out),
+        DeValue::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.push(node(p.clone(), None, v));
+                collect(v, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn collect_table(table: &DeTable<'_>, path: &str, out: &mut Vec<Node>) {
+    for (k, v) in table.iter() {
+        let p = if path.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{path}.{}", k.get_ref())
+        };
+        out.push(node(p.clone(), Some(k.span()), v));
+        collect(v, &p, out);
     }
 }
 

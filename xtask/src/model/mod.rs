@@ -7,6 +7,7 @@ mod validate;
 
 use std::fmt;
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -246,10 +247,22 @@ fn parse<T: DeserializeOwned>(
     let text = match fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => t,
-            Err(_) => {
-                diags.push(
-                    Diagnostic::new(rel, "file is not valid UTF-8").expected("a UTF-8 TOML file"),
-                );
+            Err(e) => {
+                // Show the line with the first bad byte; the text is lossy from there on.
+                let at = e.utf8_error().valid_up_to();
+                let byte = e.as_bytes()[at];
+                let doc = Doc {
+                    rel,
+                    text: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                };
+                diags.push(Diagnostic {
+                    file: doc.rel.clone(),
+                    key: None,
+                    span: Some(at..at + char::REPLACEMENT_CHARACTER.len_utf8()),
+                    message: format!("file is not valid UTF-8 (byte 0x{byte:02x})"),
+                    expected: Some("a UTF-8 TOML file".to_string()),
+                });
+                docs.push(doc);
                 return None;
             }
         },
@@ -267,35 +280,165 @@ fn parse<T: DeserializeOwned>(
             Some((index, spec))
         }
         Err(e) => {
-            let mut span = e.span();
-            let mut key = span.as_ref().and_then(|s| doc.key_at(s.start));
-            // serde reports an unknown field at its table; point at the field itself.
-            if let (Some(field), Some(found)) = (unknown_field(e.message()), key.as_ref()) {
-                let path = if found == field || found.ends_with(&format!(".{field}")) {
-                    found.clone()
-                } else {
-                    format!("{found}.{field}")
-                };
-                if let Some(s) = doc.locate(&diag::key_path(&path)) {
-                    span = Some(s);
-                    key = Some(path);
-                }
-            }
-            diags.push(Diagnostic {
-                file: doc.rel.clone(),
-                key,
-                span,
-                message: e.message().trim_end().to_string(),
-                expected: None,
-            });
+            diags.push(parse_error::<T>(&doc, e.span(), e.message().trim_end()));
             docs.push(doc);
             None
         }
     }
 }
 
-/// The field name of serde's "unknown field `x`, expected ..." message.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
+/// Locates a parse error. Serde often names only the table or array it was reading (and inside
+/// an internally tagged enum such as a check, only the whole array): narrow that down to the
+/// element, key or value the message is about.
+fn parse_error<T: DeserializeOwned>(
+    doc: &Doc,
+    span: Option<Range<usize>>,
+    message: &str,
+) -> Diagnostic {
+    let mut d = Diagnostic {
+        file: doc.rel.clone(),
+        key: None,
+        span,
+        message: message.to_string(),
+        expected: None,
+    };
+    let Some(span) = d.span.clone() else {
+        return d;
+    };
+    if message == "duplicate key" {
+        if let Some(name) = doc.text.get(span).filter(|n| !n.contains('\n')) {
+            d.message = format!("duplicate key `{name}`");
+        }
+        d.expected = Some("each key and table defined once".to_string());
+        return d;
+    }
+    if toml::de::DeTable::parse(&doc.text).is_err() {
+        // A syntax error: there are no keys to name.
+        return d;
+    }
+    // The key or table serde was reading; an empty span at the start is the top-level table.
+    let mut at = if span.is_empty() && span.start == 0 {
+        String::new()
+    } else {
+        doc.key_at(span.start).unwrap_or_default()
+    };
+
+    // An array of tables: find the element that fails on its own.
+    let shape = doc.nodes(&at).first().map(|n| n.shape);
+    let array = match shape {
+        Some(diag::Shape::Array) => Some(at.clone()),
+        _ if at.ends_with(']') => at.rfind('[').map(|i| at[..i].to_string()),
+        _ => None,
+    };
+    if let Some(array) = array {
+        if let Some(i) = failing_element::<T>(&doc.text, &array, message) {
+            at = format!("{array}[{i}]");
+            d.span = doc.locate(&diag::key_path(&at)).or(d.span);
+        }
+    }
+    let join = |field: &str| {
+        if at.is_empty() {
+            field.to_string()
+        } else {
+            format!("{at}.{field}")
+        }
+    };
+
+    if let Some(field) = quoted(message, "missing field `") {
+        let key = join(field);
+        if at.is_empty() {
+            d.span = None;
+            d.expected = Some(format!("a `{field}` key at the top level"));
+        } else {
+            d.span = doc.locate(&diag::key_path(&key)).or(d.span);
+            d.expected = Some(format!("a `{field}` key in `{at}`"));
+        }
+        d.key = Some(key);
+        return d;
+    }
+    let nodes = doc.nodes(&at);
+    if let Some(field) = quoted(message, "unknown field `") {
+        // Point at the key itself, wherever inside `at` it is.
+        let suffix = format!(".{field}");
+        match nodes
+            .iter()
+            .find(|n| n.key.is_some() && (n.path == field || n.path.ends_with(&suffix)))
+        {
+            Some(n) => {
+                d.key = Some(n.path.clone());
+                d.span = n.key.clone();
+            }
+            None => {
+                let key = join(field);
+                d.span = doc.locate(&diag::key_path(&key)).or(d.span);
+                d.key = Some(key);
+            }
+        }
+        return d;
+    }
+    // "invalid type: string "80", expected u16": find that value inside `at`.
+    let unexpected = quoted(message, "unknown variant `")
+        .map(|v| format!("string {v:?}"))
+        .or_else(|| {
+            let rest = message
+                .strip_prefix("invalid type: ")
+                .or_else(|| message.strip_prefix("invalid value: "))?;
+            Some(rest[..rest.find(", expected ")?].to_string())
+        });
+    if let (Some(unexpected), Some((first, inner))) = (unexpected, nodes.split_first()) {
+        if first.shape != diag::Shape::Scalar && first.unexpected.as_ref() != Some(&unexpected) {
+            if let Some(n) = inner
+                .iter()
+                .find(|n| n.unexpected.as_ref() == Some(&unexpected))
+            {
+                d.key = Some(n.path.clone());
+                d.span = Some(n.value.clone());
+                return d;
+            }
+        }
+    }
+    d.key = (!at.is_empty()).then_some(at);
+    d
+}
+
+/// The index of the first element of the array at `array` that makes deserializing fail with
+/// `message` when it is the array's only element; `None` unless the elements are tables.
+fn failing_element<T: DeserializeOwned>(text: &str, array: &str, message: &str) -> Option<usize> {
+    let root: toml::Table = toml::from_str(text).ok()?;
+    let path = diag::key_path(array);
+    let mut probe = root.clone();
+    let items = value_at(&mut probe, &path)?.as_array()?;
+    if !items.iter().all(toml::Value::is_table) {
+        return None;
+    }
+    (0..items.len()).find(|&i| {
+        let mut one = root.clone();
+        let Some(toml::Value::Array(items)) = value_at(&mut one, &path) else {
+            return false;
+        };
+        *items = vec![items[i].clone()];
+        toml::Value::Table(one)
+            .try_into::<T>()
+            .is_err_and(|e| e.message().trim_end() == message)
+    })
+}
+
+fn value_at<'a>(table: &'a mut toml::Table, path: &[diag::Seg]) -> Option<&'a mut toml::Value> {
+    let (diag::Seg::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let mut value = table.get_mut(first.as_str())?;
+    for seg in rest {
+        value = match seg {
+            diag::Seg::Key(k) => value.get_mut(k.as_str())?,
+            diag::Seg::Index(i) => value.get_mut(*i)?,
+        };
+    }
+    Some(value)
+}
+
+/// The name in serde's "unknown field `x`, expected ..." and similar messages.
+fn quoted<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
     Some(&rest[..rest.find('`')?])
 }

@@ -1,0 +1,432 @@
+//! Base images made locally, for machines without a container registry: debootstrap a minimal
+//! Debian from the mirror the machine's own apt configuration names, add the host's extra CA
+//! certificates (so pip inside builds passes a TLS-intercepting proxy), `docker import` it.
+//!
+//! Recipes are known by name (`xtask-base/python:bookworm`, `xtask-base/postgres:bookworm`).
+//! Each image carries a label with the hash of its recipe and of the CA certificates, so a
+//! changed recipe or certificate makes a new base instead of silently reusing a stale one.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::docker;
+use crate::proc;
+
+pub const PREFIX: &str = "xtask-base/";
+const SUITE: &str = "bookworm";
+const RECIPE_LABEL: &str = "xtask.base.recipe";
+
+struct Recipe {
+    name: &'static str,
+    packages: &'static [&'static str],
+}
+
+const RECIPES: &[Recipe] = &[
+    Recipe {
+        name: "python",
+        packages: &["python3", "python3-venv", "python3-pip", "ca-certificates"],
+    },
+    Recipe {
+        name: "postgres",
+        packages: &[
+            "python3",
+            "python3-venv",
+            "python3-pip",
+            "ca-certificates",
+            "postgresql",
+        ],
+    },
+];
+
+/// What base images this tool can make, for error messages.
+pub fn known() -> Vec<String> {
+    RECIPES
+        .iter()
+        .map(|r| format!("{PREFIX}{}:{SUITE}", r.name))
+        .collect()
+}
+
+fn recipe(reference: &str) -> Option<&'static Recipe> {
+    let rest = reference.strip_prefix(PREFIX)?;
+    let (name, suite) = rest.split_once(':').unwrap_or((rest, "latest"));
+    if suite != SUITE {
+        return None;
+    }
+    RECIPES.iter().find(|r| r.name == name)
+}
+
+/// The host's extra CA certificates, sorted by name.
+fn extra_certs() -> Vec<PathBuf> {
+    let mut certs: Vec<PathBuf> = fs::read_dir("/usr/local/share/ca-certificates")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    certs.sort();
+    certs
+}
+
+fn recipe_hash(recipe: &Recipe) -> String {
+    let mut h = Sha256::new();
+    h.update(b"xtask-base v1\0");
+    h.update(SUITE.as_bytes());
+    for p in recipe.packages {
+        h.update(b"\0");
+        h.update(p.as_bytes());
+    }
+    for cert in extra_certs() {
+        h.update(b"\0cert\0");
+        h.update(fs::read(&cert).unwrap_or_default());
+    }
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes sure `reference` is present and returns its image id. A missing image is pulled, or
+/// made when it is one of ours; `rebuild` makes ours anew even when present.
+pub fn ensure(reference: &str, rebuild: bool, log: &dyn Fn(&str)) -> Result<String> {
+    let Some(recipe) = recipe(reference) else {
+        if let Some(id) = docker::image_id(reference)? {
+            return Ok(id);
+        }
+        log(&format!(
+            "base image {reference} is missing; trying docker pull"
+        ));
+        let pulled = proc::output(
+            &mut proc::cmd("docker", ["pull", "--quiet", reference]),
+            None,
+        )?;
+        if pulled.status.success() {
+            if let Some(id) = docker::image_id(reference)? {
+                return Ok(id);
+            }
+        }
+        bail!(
+            "base image `{reference}` is not present and cannot be pulled ({}); use one this tool makes itself: {}",
+            proc::tail(&String::from_utf8_lossy(&pulled.stderr), 1),
+            known().join(", ")
+        );
+    };
+    let want = recipe_hash(recipe);
+    // Serialize base creation across processes (parallel tests, two terminals): one makes it,
+    // the others wait and then find it.
+    let lock_path = std::env::temp_dir().join(format!("xtask-base-{}.lock", recipe.name));
+    let lock =
+        File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
+    lock.lock().context("lock the base image")?;
+    if !rebuild {
+        if let Some(id) = docker::image_id(reference)? {
+            if docker::image_label(&id, RECIPE_LABEL)?.as_deref() == Some(want.as_str()) {
+                return Ok(id);
+            }
+            log(&format!(
+                "{reference}: recipe or CA certificates changed, making it anew"
+            ));
+        }
+    }
+    make(recipe, reference, &want, log)?;
+    docker::image_id(reference)?.with_context(|| format!("{reference} missing right after import"))
+}
+
+/// The Debian mirror apt on this machine uses for the suite; `XTASK_DEBIAN_MIRROR` overrides.
+pub fn debian_mirror() -> Result<String> {
+    if let Ok(m) = std::env::var("XTASK_DEBIAN_MIRROR") {
+        if !m.is_empty() {
+            return Ok(m);
+        }
+    }
+    // `apt-get indextargets` reads both source formats exactly as apt does.
+    let out = proc::output(
+        &mut proc::cmd(
+            "apt-get",
+            [
+                "indextargets",
+                "--format",
+                "$(REPO_URI) $(RELEASE) $(IDENTIFIER)",
+            ],
+        ),
+        None,
+    );
+    if let Ok(out) = out {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 3 && f[1] == SUITE && f[2] == "Packages" {
+                return Ok(f[0].trim_end_matches('/').to_string());
+            }
+        }
+    }
+    // Before any `apt-get update` there are no index targets: read the files.
+    let mut texts = Vec::new();
+    for dir in ["/etc/apt/sources.list.d"] {
+        if let Ok(rd) = fs::read_dir(dir) {
+            let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths {
+                texts.push((
+                    p.extension().is_some_and(|e| e == "sources"),
+                    fs::read_to_string(&p).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    texts.push((
+        false,
+        fs::read_to_string("/etc/apt/sources.list").unwrap_or_default(),
+    ));
+    for (deb822, text) in texts {
+        if let Some(uri) = if deb822 {
+            mirror_deb822(&text)
+        } else {
+            mirror_one_line(&text)
+        } {
+            return Ok(uri);
+        }
+    }
+    bail!("no Debian {SUITE} source in this machine's apt configuration; set XTASK_DEBIAN_MIRROR to a Debian mirror URL")
+}
+
+fn mirror_one_line(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.split('#').next()?;
+        let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
+        (words.next()? == "deb").then_some(())?;
+        let uri = words.next()?;
+        (words.next()? == SUITE).then(|| uri.trim_end_matches('/').to_string())
+    })
+}
+
+fn mirror_deb822(text: &str) -> Option<String> {
+    for stanza in text.split("\n\n") {
+        let mut types = "";
+        let mut uris = "";
+        let mut suites = "";
+        let mut enabled = true;
+        for line in stanza.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "types" => types = v.trim(),
+                "uris" => uris = v.trim(),
+                "suites" => suites = v.trim(),
+                "enabled" => enabled = !v.trim().eq_ignore_ascii_case("no"),
+                _ => {}
+            }
+        }
+        if enabled
+            && types.split_whitespace().any(|t| t == "deb")
+            && suites.split_whitespace().any(|s| s == SUITE)
+        {
+            if let Some(uri) = uris.split_whitespace().next() {
+                return Some(uri.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Removes the rootfs even when making the image fails half way.
+struct Rootfs(PathBuf);
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("making base image {reference} needs root (debootstrap and chroot); run `sudo cargo xtask build --base` once");
+    }
+    let mirror = debian_mirror()?;
+    let work = std::env::var_os("XTASK_BASE_WORKDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let dir = Rootfs(work.join(format!("xtask-base-{}-{}", recipe.name, std::process::id())));
+    let _ = fs::remove_dir_all(&dir.0);
+    fs::create_dir_all(&dir.0)?;
+    let root = dir.0.as_path();
+
+    log(&format!(
+        "{reference}: debootstrap {SUITE} ({})",
+        recipe.packages.join(", ")
+    ));
+    let mut cmd = proc::cmd("debootstrap", ["--variant=minbase"]);
+    cmd.arg(format!("--include={}", recipe.packages.join(",")));
+    if Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").is_file() {
+        cmd.arg("--keyring=/usr/share/keyrings/debian-archive-keyring.gpg");
+    }
+    cmd.arg(SUITE).arg(root).arg(&mirror);
+    proc::run(&mut cmd, None).with_context(|| format!("debootstrap of {reference} failed"))?;
+
+    // The proxy's CA: without it pip inside builds fails TLS verification.
+    let ca_dir = root.join("usr/local/share/ca-certificates");
+    fs::create_dir_all(&ca_dir)?;
+    for cert in extra_certs() {
+        fs::copy(&cert, ca_dir.join(cert.file_name().unwrap()))?;
+    }
+    proc::run(
+        &mut proc::cmd(
+            "chroot",
+            [root.as_os_str(), "update-ca-certificates".as_ref()],
+        ),
+        None,
+    )?;
+
+    if recipe.name == "postgres" {
+        // The package's default cluster is of no use: containers initdb their own data
+        // directory on a volume. The socket directory is normally made by the init system.
+        let _ = fs::remove_dir_all(root.join("etc/postgresql/15/main"));
+        let _ = fs::remove_dir_all(root.join("var/lib/postgresql/15/main"));
+        proc::run(
+            &mut proc::cmd(
+                "chroot",
+                [
+                    root.as_os_str(),
+                    "install".as_ref(),
+                    "-d".as_ref(),
+                    "-m".as_ref(),
+                    "2775".as_ref(),
+                    "-o".as_ref(),
+                    "postgres".as_ref(),
+                    "-g".as_ref(),
+                    "postgres".as_ref(),
+                    "/var/run/postgresql".as_ref(),
+                ],
+            ),
+            None,
+        )?;
+    }
+
+    // What the official Debian images do, so derived Dockerfiles behave: no daemons started
+    // by package scripts, no package caches or docs kept.
+    write_mode(
+        &root.join("usr/sbin/policy-rc.d"),
+        "#!/bin/sh\nexit 101\n",
+        0o755,
+    )?;
+    fs::write(
+        root.join("etc/apt/apt.conf.d/docker-no-recommends"),
+        "APT::Install-Recommends \"false\";\nAPT::Install-Suggests \"false\";\n",
+    )?;
+    proc::run(
+        &mut proc::cmd(
+            "chroot",
+            [root.as_os_str(), "apt-get".as_ref(), "clean".as_ref()],
+        ),
+        None,
+    )?;
+    for sub in [
+        "var/lib/apt/lists",
+        "usr/share/man",
+        "usr/share/info",
+        "var/cache/apt",
+        "tmp",
+        "var/tmp",
+        "root/.cache",
+    ] {
+        let p = root.join(sub);
+        if p.is_dir() {
+            for e in fs::read_dir(&p)?.flatten() {
+                let path = e.path();
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+        }
+    }
+    // Docker provides these per container; do not ship the host's.
+    fs::write(root.join("etc/resolv.conf"), "")?;
+    fs::write(root.join("etc/hostname"), "")?;
+
+    log(&format!("{reference}: docker import"));
+    let mut tar = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start tar")?;
+    let mut import = proc::cmd("docker", ["import"]);
+    for change in [
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+        "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+        "ENV PIP_DISABLE_PIP_VERSION_CHECK=1",
+        "ENV PIP_NO_CACHE_DIR=1",
+        "ENV PYTHONUNBUFFERED=1",
+        "CMD [\"python3\"]",
+    ] {
+        import.args(["--change", change]);
+    }
+    import.args([
+        "--change",
+        &format!("LABEL {RECIPE_LABEL}={hash} xtask.base={}", recipe.name),
+    ]);
+    import.args(["-", reference]);
+    import.stdin(tar.stdout.take().expect("piped"));
+    let out = import.output().context("start docker import")?;
+    let tar_out = tar.wait_with_output()?;
+    if !tar_out.status.success() {
+        bail!(
+            "tar of the {reference} rootfs failed: {}",
+            proc::tail(&String::from_utf8_lossy(&tar_out.stderr), 5)
+        );
+    }
+    if !out.status.success() {
+        bail!(
+            "docker import of {reference} failed: {}",
+            proc::tail(&String::from_utf8_lossy(&out.stderr), 5)
+        );
+    }
+    Ok(())
+}
+
+fn write_mode(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_from_deb822_and_one_line_sources() {
+        let deb822 = "Types: deb\nURIs: http://mirror.test/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.test/security\nSuites: bookworm-security\n";
+        assert_eq!(
+            mirror_deb822(deb822).as_deref(),
+            Some("http://mirror.test/debian")
+        );
+        let disabled = "Enabled: no\nTypes: deb\nURIs: http://a.test/\nSuites: bookworm\n";
+        assert_eq!(mirror_deb822(disabled), None);
+        let one = "# comment\ndeb-src http://x.test/ bookworm main\ndeb [arch=amd64] http://y.test/debian bookworm main\n";
+        assert_eq!(
+            mirror_one_line(one).as_deref(),
+            Some("http://y.test/debian")
+        );
+    }
+
+    #[test]
+    fn only_known_recipes_are_made() {
+        assert!(recipe("xtask-base/python:bookworm").is_some());
+        assert!(recipe("xtask-base/postgres:bookworm").is_some());
+        assert!(recipe("xtask-base/python:trixie").is_none());
+        assert!(recipe("python:3.11-slim").is_none());
+    }
+}
