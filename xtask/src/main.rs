@@ -4,9 +4,13 @@ mod check;
 mod docker;
 mod doctor;
 mod git;
+mod http;
 mod images;
 mod model;
 mod proc;
+mod secrets;
+mod signals;
+mod smoke;
 mod sources;
 mod status;
 mod ui;
@@ -40,6 +44,8 @@ enum Command {
     Doctor,
     /// Build container images, cached by content, tagged by git revision
     Build(images::Args),
+    /// End-to-end checks in throwaway containers, always torn down
+    Smoke(smoke::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&root, &args),
         Command::Doctor => doctor::run(),
         Command::Build(args) => images::run(&root, &args),
+        Command::Smoke(args) => smoke::run(&root, &args),
     };
     match result {
         Ok(code) => code,

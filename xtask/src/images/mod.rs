@@ -37,9 +37,6 @@ pub struct Args {
 pub struct Built {
     pub service: String,
     pub image_id: String,
-    /// `xtask/NAME:REVISION`.
-    pub reference: String,
-    pub hash: String,
     /// False when an image with the same content hash already existed.
     pub ran_build: bool,
 }
@@ -132,7 +129,6 @@ pub fn source_dir(model: &Model, s: &Service) -> Result<PathBuf> {
 struct Job {
     service: String,
     reference: String,
-    hash: String,
     args: BTreeMap<String, String>,
     tar: Vec<u8>,
     labels: Vec<(String, String)>,
@@ -147,6 +143,11 @@ pub fn build(
 ) -> Result<Vec<Built>> {
     let services = select(model, names)?;
     let progress = Progress::new();
+    // Sources first: a source that is not there fails at once, before minutes of base making.
+    let sources: Vec<PathBuf> = services
+        .iter()
+        .map(|s| source_dir(model, s))
+        .collect::<Result<_>>()?;
 
     // Bases first: every build needs its base's id for the content hash.
     let bases: BTreeSet<&str> = services
@@ -162,9 +163,8 @@ pub fn build(
     let mut jobs_todo = Vec::new();
     let mut done = Vec::new();
     let existing = docker::images_with_label(HASH_LABEL)?;
-    for s in &services {
+    for (s, src) in services.iter().zip(sources) {
         let image = s.spec.image.as_ref().expect("selected");
-        let src = source_dir(model, s)?;
         let ctx_dir = match &image.context {
             Some(c) => src.join(c),
             None => src.clone(),
@@ -188,15 +188,13 @@ pub fn build(
         let rev = git::revision(&src);
         let reference = format!("xtask/{}:{}", s.name, rev.tag(&ctx.hash));
         if let Some((id, _, tags)) = existing.iter().find(|(_, h, _)| *h == ctx.hash) {
-            if !tags.iter().any(|t| *t == reference) {
+            if !tags.contains(&reference) {
                 docker::tag(id, &reference)?;
             }
             progress.line(&format!("{}: cached {reference}", s.name));
             done.push(Built {
                 service: s.name.clone(),
                 image_id: id.clone(),
-                reference,
-                hash: ctx.hash,
                 ran_build: false,
             });
             continue;
@@ -204,14 +202,14 @@ pub fn build(
         let labels = vec![
             ("xtask.project".to_string(), "xtask".to_string()),
             ("xtask.service".to_string(), s.name.clone()),
-            (HASH_LABEL.to_string(), ctx.hash.clone()),
+            (HASH_LABEL.to_string(), ctx.hash),
             ("xtask.revision".to_string(), rev.short.clone()),
             ("xtask.dirty".to_string(), rev.dirty.to_string()),
         ];
         jobs_todo.push(Job {
             service: s.name.clone(),
             reference,
-            hash: ctx.hash,
+
             args,
             tar: ctx.tar,
             labels,
@@ -240,8 +238,6 @@ pub fn build(
             Ok(id) => done.push(Built {
                 service: job.service,
                 image_id: id,
-                reference: job.reference,
-                hash: job.hash,
                 ran_build: true,
             }),
             Err(e) => failures.push(format!("{}: {e:#}", job.service)),

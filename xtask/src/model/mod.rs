@@ -46,8 +46,8 @@ pub struct Model {
     pub services: Vec<Service>,
     pub hosts: Vec<Host>,
     pub libs: Vec<Lib>,
-    /// Services and libraries whose descriptor exists but did not parse: already reported, so
-    /// references to them are not reported again as unknown.
+    /// Services and libraries whose directory exists but whose descriptor is missing or did not
+    /// parse: already reported, so references to them are not reported again as unknown.
     pub unparsed: Vec<String>,
 }
 
@@ -203,6 +203,7 @@ fn load_dir<T: DeserializeOwned>(
                 )
                 .expected(format!("a descriptor at {rel}")),
             );
+            unparsed.push(name);
             continue;
         }
         match parse::<T>(&path, rel, docs, diags) {
@@ -295,6 +296,49 @@ fn parse_error<T: DeserializeOwned>(
     span: Option<Range<usize>>,
     message: &str,
 ) -> Diagnostic {
+    let mut d = locate_parse_error::<T>(doc, span, message);
+    // "unknown field `x`, expected one of ...": the expectation goes under the caret.
+    if d.expected.is_none() {
+        if let Some(at) = d.message.rfind(", expected ") {
+            let expected = d.message[at + ", expected ".len()..].to_string();
+            d.message.truncate(at);
+            d.expected = Some(plain_type(&expected));
+        }
+    }
+    // A TOML file has keys and values, not fields and variants.
+    for (serde, toml) in [
+        ("unknown field `", "unknown key `"),
+        ("missing field `", "missing key `"),
+        ("unknown variant `", "unknown value `"),
+    ] {
+        if let Some(rest) = d.message.strip_prefix(serde) {
+            d.message = format!("{toml}{rest}");
+        }
+    }
+    d
+}
+
+/// Rust type names in serde's messages, in the words of a TOML file.
+fn plain_type(expected: &str) -> String {
+    match expected {
+        "u8" => "an integer from 0 to 255".to_string(),
+        "u16" => "an integer from 0 to 65535".to_string(),
+        "u32" | "u64" | "usize" => "a non-negative integer".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        _ if expected.starts_with("struct ") || expected.starts_with("internally tagged") => {
+            "a table".to_string()
+        }
+        _ => expected.to_string(),
+    }
+}
+
+fn locate_parse_error<T: DeserializeOwned>(
+    doc: &Doc,
+    span: Option<Range<usize>>,
+    message: &str,
+) -> Diagnostic {
     let mut d = Diagnostic {
         file: doc.rel.clone(),
         key: None,
@@ -350,7 +394,7 @@ fn parse_error<T: DeserializeOwned>(
             d.span = None;
             d.expected = Some(format!("a `{field}` key at the top level"));
         } else {
-            d.span = doc.locate(&diag::key_path(&key)).or(d.span);
+            // The span stays on the table (its header, or the inline table).
             d.expected = Some(format!("a `{field}` key in `{at}`"));
         }
         d.key = Some(key);

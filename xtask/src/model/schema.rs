@@ -73,8 +73,8 @@ pub struct Image {
     /// Dockerfile vendored beside the descriptor, relative to `services/NAME/`.
     #[serde(default = "default_dockerfile")]
     pub dockerfile: String,
-    /// Build context: a directory inside the component's source (default: its root), or
-    /// `@service` for the service's own directory (images built from vendored files only).
+    /// Build context: a directory inside the component's source (default: its root). A
+    /// service without a [source] builds from its own directory (vendored files only).
     #[serde(default)]
     pub context: Option<String>,
     /// Base image handed to the Dockerfile as the `BASE_IMAGE` build argument.

@@ -273,12 +273,14 @@ fn service(model: &Model, s: &Service, doc: &Doc, diags: &mut Vec<Diagnostic>) {
     let mut declared = BTreeSet::new();
     for (i, sec) in spec.secrets.iter().enumerate() {
         let key = format!("secrets[{i}].name");
+        // Invalid names count as declared too, so references to them are not reported again.
+        let first = declared.insert(sec.name.as_str());
         if !is_env_name(&sec.name) {
             diags.push(
                 Diagnostic::at(doc, &key, format!("invalid secret name `{}`", sec.name))
                     .expected(ENV_RULE),
             );
-        } else if !declared.insert(sec.name.as_str()) {
+        } else if !first {
             diags.push(
                 Diagnostic::at(
                     doc,
@@ -341,10 +343,15 @@ fn service(model: &Model, s: &Service, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                         .expected("another service"),
                 );
             } else if model.service(dep).is_none() && !model.unparsed.contains(dep) {
+                // A service cannot depend on itself: do not offer it.
                 diags.push(
                     Diagnostic::at(doc, &key, format!("unknown service `{dep}`")).expected(one_of(
-                        model.services.iter().map(|s| &s.name),
-                        "a service defined in services/NAME/service.toml",
+                        model
+                            .services
+                            .iter()
+                            .map(|s| &s.name)
+                            .filter(|n| **n != s.name),
+                        "another service defined in services/NAME/service.toml",
                     )),
                 );
             }
@@ -397,7 +404,21 @@ fn service(model: &Model, s: &Service, doc: &Doc, diags: &mut Vec<Diagnostic>) {
             }
         }
         let mut seen_ports = BTreeSet::new();
+        let mut seen_host_ports = BTreeSet::new();
         for (i, p) in run.ports.iter().enumerate() {
+            if let Some(hp) = p
+                .host
+                .filter(|hp| !seen_host_ports.insert((*hp, p.protocol)))
+            {
+                diags.push(
+                    Diagnostic::at(
+                        doc,
+                        &format!("run.ports[{i}].host"),
+                        format!("host port {hp} is published twice"),
+                    )
+                    .expected("each host port once"),
+                );
+            }
             if !seen_ports.insert(p.container) {
                 diags.push(
                     Diagnostic::at(
@@ -542,8 +563,10 @@ fn service(model: &Model, s: &Service, doc: &Doc, diags: &mut Vec<Diagnostic>) {
     for (i, c) in spec.smoke.iter().enumerate() {
         checks.push((format!("smoke[{i}]"), c));
     }
+    // An active container without [run] is reported below; its checks' ports are not.
+    let run_missing = active && spec.kind == ServiceKind::Container && spec.run.is_none();
     for (key, c) in &checks {
-        if let Some(port) = c.port() {
+        if let Some(port) = c.port().filter(|_| !run_missing) {
             if !ports.contains(&port) {
                 diags.push(
                     Diagnostic::at(
@@ -864,6 +887,9 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
         _ => {}
     }
 
+    // A listed service that is unknown or did not parse is already reported; it may be the one
+    // a route, cron entry, firewall rule or dependency means, so those are not reported again.
+    let incomplete = spec.services.iter().any(|n| model.service(n).is_none());
     let mut seen = BTreeSet::new();
     // Which service holds each published host port, to find a port used twice.
     let mut published: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
@@ -913,7 +939,10 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
         }
         for p in svc.spec.run.iter().flat_map(|r| &r.ports) {
             let Some(hp) = p.host else { continue };
-            if let Some(other) = published.insert((hp, p.protocol), name) {
+            if let Some(other) = published
+                .insert((hp, p.protocol), name)
+                .filter(|o| o != name)
+            {
                 diags.push(
                     Diagnostic::at(doc, &key, format!("host port {hp} is published by both `{other}` and `{name}` on host `{}`", h.name))
                         .expected("each host port used by one service per host"),
@@ -921,7 +950,7 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
             }
         }
         for dep in svc.spec.run.iter().flat_map(|r| &r.depends_on) {
-            if model.service(dep).is_some() && !spec.services.contains(dep) {
+            if model.service(dep).is_some() && !spec.services.contains(dep) && !incomplete {
                 diags.push(
                     Diagnostic::at(
                         doc,
@@ -962,6 +991,9 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                 );
             }
             if !spec.services.contains(&r.service) {
+                if incomplete {
+                    continue;
+                }
                 diags.push(
                     Diagnostic::at(
                         doc,
@@ -1020,7 +1052,7 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
             );
         }
         let proxied = spec.proxy.as_ref().is_some_and(|p| p.listen == f.port);
-        if !published.contains_key(&(f.port, f.protocol)) && !proxied {
+        if !published.contains_key(&(f.port, f.protocol)) && !proxied && !incomplete {
             diags.push(
                 Diagnostic::at(
                     doc,
@@ -1090,6 +1122,9 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                     continue;
                 };
                 if !spec.services.contains(name) {
+                    if incomplete {
+                        continue;
+                    }
                     diags.push(
                         Diagnostic::at(
                             doc,
@@ -1114,7 +1149,7 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                     && !matches!(backup, Some(BackupKind::PgDump | BackupKind::Volumes))
                 {
                     diags.push(
-                        Diagnostic::at(doc, &format!("cron[{i}].service"), format!("backup cron entry for `{name}`, which declares no pg-dump or volumes backup"))
+                        Diagnostic::at(doc, &format!("cron[{i}].service"), format!("{} cron entry for `{name}`, which declares no pg-dump or volumes backup", if task == CronTask::Prune { "prune" } else { "backup" }))
                             .expected("a service with `[backup] kind = \"pg-dump\"` or `\"volumes\"`"),
                     );
                 }
