@@ -247,6 +247,7 @@ fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Res
     if !nix::unistd::geteuid().is_root() {
         bail!("making base image {reference} needs root (debootstrap and chroot); run `sudo cargo xtask build --base` once");
     }
+    ensure_debootstrap(log)?;
     let mirror = debian_mirror()?;
     let work = std::env::var_os("XTASK_BASE_WORKDIR")
         .map(PathBuf::from)
@@ -391,6 +392,28 @@ fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Res
             "docker import of {reference} failed: {}",
             proc::tail(&String::from_utf8_lossy(&out.stderr), 5)
         );
+    }
+    Ok(())
+}
+
+/// A fresh Debian machine has no debootstrap; as root with apt at hand, install it rather than
+/// stop a newcomer's first command (and say so).
+fn ensure_debootstrap(log: &dyn Fn(&str)) -> Result<()> {
+    let found = proc::output(&mut proc::cmd("debootstrap", ["--version"]), None).is_ok();
+    if found {
+        return Ok(());
+    }
+    let apt = proc::output(&mut proc::cmd("apt-get", ["--version"]), None).is_ok();
+    if !apt {
+        bail!("debootstrap is needed to make base images and is not installed; install it with your package manager");
+    }
+    log("debootstrap is missing: installing it with apt-get (needed to make base images)");
+    let mut install = proc::cmd("apt-get", ["install", "-y", "-q", "debootstrap"]);
+    install.env("DEBIAN_FRONTEND", "noninteractive");
+    if proc::run(&mut install, None).is_err() {
+        // The package lists of a fresh machine may be empty or stale.
+        proc::run(&mut proc::cmd("apt-get", ["update", "-q"]), None)?;
+        proc::run(&mut install, None).context("apt-get install debootstrap")?;
     }
     Ok(())
 }
