@@ -1,5 +1,7 @@
 //! Shared support for the end-to-end tests: the xtask binary, fixture paths, temporary
-//! workspaces that remove themselves.
+//! workspaces that remove themselves, an SSH test host (`sshhost`).
+
+pub mod sshhost;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

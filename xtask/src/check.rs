@@ -16,6 +16,16 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Tracked files must hold no secret value and no real .env file.
+    let secrets = crate::envfile::all_values(&model);
+    let leaks = crate::hooks::leaks(root, &secrets, false)?;
+    if !leaks.is_empty() {
+        for l in &leaks {
+            eprintln!("error: tracked by git: {l}");
+        }
+        eprintln!("error: remove them from git (`git rm --cached PATH`); secrets belong in the ignored .env files");
+        return Ok(ExitCode::FAILURE);
+    }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     println!(
         "ok: {}, {}, {} in {}",

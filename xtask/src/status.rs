@@ -9,6 +9,8 @@ use crate::model::{self, Model, ServiceKind};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A host: show each of its services' state, health, revision and uptime
+    host: Option<String>,
     /// Print JSON for machines instead of a table
     #[arg(long)]
     json: bool,
@@ -27,6 +29,9 @@ struct Row {
 }
 
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<ExitCode> {
+    if let Some(host) = &args.host {
+        return crate::deploy::status(root, host);
+    }
     let model = match model::load(root) {
         Ok(m) => m,
         Err(errors) => {

@@ -25,6 +25,7 @@ impl Progress {
 
     /// A line that stays, printed above any live bars.
     pub fn line(&self, text: &str) {
+        let text = &crate::redact::text(text);
         match &self.multi {
             Some(m) => {
                 let _ = m.println(text);
@@ -65,6 +66,7 @@ impl Task {
     }
 
     pub fn finish(&self, text: &str) {
+        let text = &crate::redact::text(text);
         match &self.bar {
             Some(bar) => bar.finish_with_message(text.to_string()),
             None => eprintln!("{}: {text}", self.name),

@@ -1009,13 +1009,30 @@ fn host(model: &Model, h: &Host, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                     )),
                 );
             } else if let Some(svc) = model.service(&r.service) {
-                if !svc
+                let port = svc
                     .spec
                     .run
                     .iter()
                     .flat_map(|x| &x.ports)
-                    .any(|p| p.container == r.port)
-                {
+                    .find(|p| p.container == r.port);
+                if port.is_some_and(|p| p.host.is_none()) {
+                    // The proxy runs on the host and reaches services on 127.0.0.1:<host port>.
+                    diags.push(
+                        Diagnostic::at(
+                            doc,
+                            &format!("proxy.routes[{i}].port"),
+                            format!(
+                                "route to port {} of `{}`, which it does not publish on the host",
+                                r.port, r.service
+                            ),
+                        )
+                        .expected(format!(
+                            "`host = <port>` on port {} in `{}`'s run.ports (the proxy reaches it through the host port)",
+                            r.port, r.service
+                        )),
+                    );
+                }
+                if port.is_none() {
                     diags.push(
                         Diagnostic::at(
                             doc,

@@ -1,7 +1,7 @@
 //! Running one declared check against a started service.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +23,19 @@ pub struct Target<'a> {
     pub image: &'a str,
     /// Container port -> published loopback address.
     pub ports: &'a BTreeMap<u16, SocketAddr>,
+    /// The most one check may take (a health wait's time left until its deadline); `None`
+    /// keeps each kind's own timeouts.
+    pub limit: Option<Duration>,
+}
+
+impl Target<'_> {
+    /// `usual`, shortened to the limit when there is one.
+    fn within(&self, usual: Duration) -> Duration {
+        match self.limit {
+            Some(l) => usual.min(l.max(Duration::from_millis(100))),
+            None => usual,
+        }
+    }
 }
 
 /// Runs one check; `vars` carries values captured by earlier checks of the same service.
@@ -35,8 +48,29 @@ pub fn run(
         Check::Http(h) => http_check(h, target, vars),
         Check::Tcp(t) => {
             let addr = addr(target, t.port)?;
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-                .with_context(|| format!("port {} ({addr}) is not open", t.port))?;
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&addr, target.within(Duration::from_secs(3)))
+                    .with_context(|| format!("port {} ({addr}) is not open", t.port))?;
+            // Docker's port proxy accepts on the published port whether or not anything listens
+            // in the container, and closes the connection as soon as its own connect is
+            // refused. So an accepted connection proves nothing; one that is closed at once,
+            // without a byte, means nothing listens. A real server either waits for the client
+            // (the read times out) or greets it.
+            stream.set_read_timeout(Some(target.within(Duration::from_millis(500))))?;
+            match stream.read(&mut [0u8; 1]) {
+                Ok(0) => bail!(
+                    "port {} ({addr}): the connection was closed at once; nothing listens on {} in the container",
+                    t.port,
+                    t.port
+                ),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => bail!("port {} ({addr}): {e}", t.port),
+            }
             Ok(format!("port {} open", t.port))
         }
         Check::Command(c) => {
@@ -110,7 +144,10 @@ fn exec(target: &Target<'_>, argv: &[String]) -> Result<std::process::Output> {
             cmd
         }
     };
-    proc::output(&mut cmd, None)
+    match target.limit {
+        Some(_) => proc::output_within(&mut cmd, target.within(Duration::MAX)),
+        None => proc::output(&mut cmd, None),
+    }
 }
 
 fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String> {
@@ -179,7 +216,7 @@ fn http_check(
         &path,
         &headers,
         body.as_deref(),
-        Duration::from_secs(10),
+        target.within(Duration::from_secs(10)),
     )?;
     let shown = proc::tail(&resp.body, 5);
     if resp.status != h.status {
@@ -252,10 +289,11 @@ fn mcp_check(m: &McpCheck, target: &Target<'_>) -> Result<String> {
             let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
             writeln!(stdin, "{msg}").context("write to the server")?;
             stdin.flush()?;
+            let wait = target.within(Duration::from_secs(30));
             loop {
-                let line = rx
-                    .recv_timeout(Duration::from_secs(30))
-                    .map_err(|_| anyhow::anyhow!("no answer to `{method}` within 30 s"))?;
+                let line = rx.recv_timeout(wait).map_err(|_| {
+                    anyhow::anyhow!("no answer to `{method}` within {:.1} s", wait.as_secs_f64())
+                })?;
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     bail!("the server wrote something that is not JSON-RPC on stdout: {line:?}");
                 };

@@ -58,7 +58,9 @@ impl Env {
 
     pub fn create_network(&self) -> Result<()> {
         let mut cmd = proc::cmd("docker", ["network", "create"]);
-        cmd.args(self.labels()).arg(&self.network);
+        proc::shield(&mut cmd)
+            .args(self.labels())
+            .arg(&self.network);
         proc::run(&mut cmd, None)?;
         Ok(())
     }
@@ -76,8 +78,15 @@ impl Env {
 fn remove_run(id: &str) -> Vec<String> {
     let filter = format!("label={RUN_LABEL}={id}");
     let mut problems = Vec::new();
+    // Every command here is shielded from a terminal's Ctrl-C: a second one while tearing
+    // down must not cut the teardown short (a killed listing would even read as "nothing").
+    let docker = |args: &[&str]| {
+        let mut cmd = proc::cmd("docker", args);
+        proc::shield(&mut cmd);
+        cmd
+    };
     let list = |args: &[&str]| -> Vec<String> {
-        proc::stdout(&mut proc::cmd("docker", args))
+        proc::stdout(&mut docker(args))
             .map(|s| {
                 s.lines()
                     .map(String::from)
@@ -88,20 +97,20 @@ fn remove_run(id: &str) -> Vec<String> {
     };
     let containers = list(&["ps", "-aq", "--filter", &filter]);
     if !containers.is_empty() {
-        let mut cmd = proc::cmd("docker", ["rm", "-f", "-v"]);
+        let mut cmd = docker(&["rm", "-f", "-v"]);
         cmd.args(&containers);
         if let Err(e) = proc::run(&mut cmd, None) {
             problems.push(format!("containers: {e}"));
         }
     }
     for net in list(&["network", "ls", "-q", "--filter", &filter]) {
-        if let Err(e) = proc::run(&mut proc::cmd("docker", ["network", "rm", &net]), None) {
+        if let Err(e) = proc::run(&mut docker(&["network", "rm", &net]), None) {
             problems.push(format!("network {net}: {e}"));
         }
     }
     let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
     if !volumes.is_empty() {
-        let mut cmd = proc::cmd("docker", ["volume", "rm", "-f"]);
+        let mut cmd = docker(&["volume", "rm", "-f"]);
         cmd.args(&volumes);
         if let Err(e) = proc::run(&mut cmd, None) {
             problems.push(format!("volumes: {e}"));

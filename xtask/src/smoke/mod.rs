@@ -60,8 +60,8 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     let result = execute(&model, &services, &env, &mut outcomes);
     let checks_done = Instant::now();
 
-    let interrupted = signals::interrupted();
-    if args.keep && !interrupted {
+    let keep = args.keep && !signals::interrupted();
+    if keep {
         eprintln!("\nkept for debugging (remove with `docker rm -f $(docker ps -aq --filter label=xtask.smoke={id})`, `docker network rm {id}`):", id = env.id);
         let _ = proc::run(
             &mut proc::cmd(
@@ -91,6 +91,8 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     }
     let passed = outcomes.iter().filter(|o| o.passed).count();
     let failed = outcomes.len() - passed;
+    // Also a Ctrl-C that came after the last check, during teardown: the caller asked to stop.
+    let interrupted = signals::interrupted();
     match result {
         Err(e) if interrupted => {
             eprintln!("interrupted: {e:#}; everything this run made is removed");
@@ -113,6 +115,17 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
         }
     }
     println!("{passed} passed, {failed} failed");
+    if interrupted {
+        eprintln!(
+            "interrupted after the checks; {}",
+            if keep {
+                "the environment is kept"
+            } else {
+                "everything this run made is removed"
+            }
+        );
+        return Ok(ExitCode::from(130));
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -254,7 +267,7 @@ fn execute(
         for v in &run.volumes {
             let vol = format!("{}-{}-{}", env.id, s.name, v.name);
             let mut create = proc::cmd("docker", ["volume", "create"]);
-            create.args(env.labels()).arg(&vol);
+            proc::shield(&mut create).args(env.labels()).arg(&vol);
             proc::run(&mut create, None)?;
             cmd.extend(["--volume".into(), format!("{vol}:{}", v.target)]);
         }
@@ -263,7 +276,9 @@ fn execute(
         }
         cmd.push(image.clone());
         cmd.extend(run.command.iter().cloned());
-        proc::run(&mut proc::cmd(&cmd[0], &cmd[1..]), None)
+        // Shielded: a Ctrl-C must not kill the client while the engine may still go on to make
+        // the container, after teardown looked for it.
+        proc::run(proc::shield(&mut proc::cmd(&cmd[0], &cmd[1..])), None)
             .with_context(|| format!("start `{}`", s.name))?;
         let ports = published_ports(
             &name,
@@ -279,6 +294,7 @@ fn execute(
             let started = Instant::now();
             let res = wait_healthy(s, h, &r);
             let secs = started.elapsed().as_secs_f64();
+            signals::check()?;
             let ok = res.is_ok();
             let detail = match &res {
                 Ok(d) => d.clone(),
@@ -322,10 +338,14 @@ fn execute(
                 run_prefix: r.run_prefix.clone(),
                 image: &r.image,
                 ports: &r.ports,
+                limit: None,
             };
             let started = Instant::now();
             let res = checks::run(c, &target, &mut vars);
             let secs = started.elapsed().as_secs_f64();
+            // A check cut short by Ctrl-C (its docker command got the signal too) is not the
+            // service's failure: stop without reporting it.
+            signals::check()?;
             let (ok, detail) = match res {
                 Ok(d) => (true, d),
                 Err(e) => {
@@ -369,6 +389,7 @@ fn check_label(c: &Check, i: usize) -> String {
 }
 
 fn report(service: &str, check: &str, ok: bool, secs: f64, detail: &str) {
+    let detail = &crate::redact::text(detail);
     let mark = if ok { "PASS" } else { "FAIL" };
     eprintln!(
         "{mark} {service}/{check} ({secs:.2}s) {}",
@@ -421,6 +442,7 @@ fn secret_values(services: &[&Service]) -> Result<BTreeMap<(String, String), Str
                     }
                 },
             };
+            crate::redact::add(&v);
             values.insert((s.name.clone(), sec.name.clone()), v);
         }
     }
@@ -509,14 +531,18 @@ fn published_ports(container: &str, ports: &[u16]) -> Result<BTreeMap<u16, Socke
 fn wait_healthy(s: &Service, h: &model::Health, r: &Running) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(h.deadline_secs);
     let container = r.container.as_deref().expect("daemons only");
-    let target = checks::Target {
+    let mut target = checks::Target {
         container: Some(container),
         run_prefix: r.run_prefix.clone(),
         image: &r.image,
         ports: &r.ports,
+        limit: None,
     };
     loop {
         signals::check()?;
+        // No attempt may outlast the deadline (a server that accepts and never answers would
+        // otherwise hold the wait for a whole HTTP timeout past it).
+        target.limit = Some(deadline.saturating_duration_since(Instant::now()));
         let state = proc::stdout(&mut proc::cmd(
             "docker",
             [

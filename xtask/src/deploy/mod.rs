@@ -1,0 +1,390 @@
+//! `plan|up|down|status|logs HOST`: converge one host to its descriptors, locally or over SSH.
+//!
+//!   descriptors -> Desired (with content hashes) -> observe the host -> Plan -> apply
+//!
+//! `plan` stops after the diff (exit 0: no changes, 2: changes, 1: error, as Terraform's
+//! `-detailed-exitcode`); `up` applies it under a lock on the host.
+
+mod apply;
+pub mod desired;
+mod health;
+mod lock;
+mod observe;
+mod plan;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use crate::model::{self, Host, Model, Reach};
+use crate::target::Target;
+use crate::ui::Progress;
+use crate::{envfile, images};
+
+use desired::*;
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// Host name (hosts/NAME.toml)
+    host: String,
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Host name (hosts/NAME.toml)
+    host: String,
+    /// Fail at once when another `up` holds the host's lock, instead of waiting
+    #[arg(long)]
+    no_wait: bool,
+    /// Go back to the image each container ran before its last replace
+    #[arg(long)]
+    rollback: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DownArgs {
+    /// Host name (hosts/NAME.toml)
+    host: String,
+    /// Also remove the services' volumes (their data)
+    #[arg(long)]
+    volumes: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    host: String,
+    service: String,
+    /// Keep following the log
+    #[arg(long, short)]
+    follow: bool,
+    /// Lines from the end
+    #[arg(long, default_value_t = 100)]
+    tail: usize,
+}
+
+fn load(root: &Path) -> Result<Option<Model>> {
+    match model::load(root) {
+        Ok(m) => Ok(Some(m)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(None)
+        }
+    }
+}
+
+fn host<'m>(model: &'m Model, name: &str) -> Result<&'m Host> {
+    model
+        .hosts
+        .iter()
+        .find(|h| h.name == name)
+        .with_context(|| {
+            format!(
+                "unknown host `{name}`; hosts: {}",
+                model
+                    .hosts
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn machine(host: &Host) -> Result<()> {
+    match host.spec.reach {
+        Reach::Local | Reach::Ssh => Ok(()),
+        other => bail!(
+            "host `{}` is reached as `{}`: plan/up for it is not supported yet",
+            host.name,
+            other.as_str()
+        ),
+    }
+}
+
+/// Everything the host should have. `previous` maps services to the image to roll back to.
+fn desired(
+    model: &Model,
+    host: &Host,
+    values: &std::collections::BTreeMap<(String, String), String>,
+    previous: &std::collections::BTreeMap<String, String>,
+) -> Result<Desired> {
+    let services = container_services(model, host);
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let built = if names.is_empty() {
+        Vec::new()
+    } else {
+        images::build(model, &names, false, images::default_jobs())?
+    };
+    let root = root_dir(model, host);
+    let mut d = Desired {
+        network: network_name(&host.name),
+        ..Desired::default()
+    };
+    for s in &services {
+        let image = match previous.get(&s.name) {
+            Some(p) => p.clone(),
+            None => built
+                .iter()
+                .find(|b| b.service == s.name)
+                .map(|b| b.image_id.clone())
+                .context("built")?,
+        };
+        let env = envfile::render_env(s, values)?;
+        d.files.push(DesiredFile {
+            path: env_path(&root, &s.name),
+            content: env.clone().into_bytes(),
+            mode: 0o600,
+            what: format!("env file of {}", s.name),
+        });
+        let c = container(&host.name, s, &image, env);
+        d.volumes.extend(c.volumes.iter().map(|(v, _)| v.clone()));
+        d.containers.push(c);
+    }
+    Ok(d)
+}
+
+fn secret_values(
+    model: &Model,
+    host: &Host,
+    generate: bool,
+) -> Result<std::collections::BTreeMap<(String, String), String>> {
+    if generate {
+        envfile::ensure(model)?;
+    }
+    let services = container_services(model, host);
+    envfile::values_for(model, &services)
+}
+
+pub fn plan(root: &Path, args: &PlanArgs) -> Result<ExitCode> {
+    let Some(model) = load(root)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let host = host(&model, &args.host)?;
+    machine(host)?;
+    let target = Target::for_host(&host.spec)?;
+    let values = secret_values(&model, host, false)?;
+    let d = desired(&model, host, &values, &Default::default())?;
+    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    let actual = observe::observe(&target, &host.name, &paths)?;
+    let p = plan::diff(&d, &actual);
+    println!("plan for {}:\n{p}", host.name);
+    Ok(if p.changes() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
+    crate::signals::install();
+    let Some(model) = load(root)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let host = host(&model, &args.host)?;
+    machine(host)?;
+    let progress = Progress::new();
+    let target = Target::for_host(&host.spec)?;
+    let root_dir = root_dir(&model, host);
+    let say = |m: &str| progress.line(m);
+    let _lock = lock::Lock::acquire(&target, &root_dir, !args.no_wait, &say)?;
+    let ctx = apply::Ctx {
+        model: &model,
+        host: &host.name,
+        target: &target,
+        progress: &progress,
+    };
+
+    let values = secret_values(&model, host, true)?;
+    let mut actual = observe::observe(&target, &host.name, &[])?;
+    if apply::repair(&ctx, &actual)? {
+        actual = observe::observe(&target, &host.name, &[])?;
+    }
+    let mut previous = std::collections::BTreeMap::new();
+    if args.rollback {
+        for a in &actual.containers {
+            if a.previous_image.is_empty() {
+                progress.line(&format!("{}: no previous image to roll back to", a.name));
+            } else {
+                previous.insert(a.service.clone(), a.previous_image.clone());
+            }
+        }
+    }
+    let d = desired(&model, host, &values, &previous)?;
+    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    let actual = observe::observe(&target, &host.name, &paths)?;
+    let p = plan::diff(&d, &actual);
+    println!("up {}:\n{p}", host.name);
+    if p.changes() == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    apply::apply(&ctx, &d, &actual, &p, &root_dir)?;
+    println!("{} is up to date", host.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn down(root: &Path, args: &DownArgs) -> Result<ExitCode> {
+    let Some(model) = load(root)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let host = host(&model, &args.host)?;
+    machine(host)?;
+    let progress = Progress::new();
+    let target = Target::for_host(&host.spec)?;
+    let root_dir = root_dir(&model, host);
+    let say = |m: &str| progress.line(m);
+    let lock = lock::Lock::acquire(&target, &root_dir, true, &say)?;
+    let actual = observe::observe(&target, &host.name, &[])?;
+    for c in &actual.containers {
+        target.run_ok(&["docker", "rm", "-f", &c.name])?;
+        progress.line(&format!("removed container {}", c.name));
+    }
+    for n in &actual.networks {
+        target.run_ok(&["docker", "network", "rm", n])?;
+    }
+    if args.volumes {
+        for v in &actual.volumes {
+            target.run_ok(&["docker", "volume", "rm", v])?;
+            progress.line(&format!("removed volume {v}"));
+        }
+    } else if !actual.volumes.is_empty() {
+        progress.line(&format!(
+            "kept {} volume(s) with data (remove them with --volumes)",
+            actual.volumes.len()
+        ));
+    }
+    for s in container_services(&model, host) {
+        target.run(&["rm", "-f", &env_path(&root_dir, &s.name)])?;
+    }
+    drop(lock);
+    println!("{} is down", host.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
+    let Some(model) = load(root)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let host = host(&model, host_name)?;
+    machine(host)?;
+    let target = Target::for_host(&host.spec)?;
+    let actual = observe::observe(&target, &host.name, &[])?;
+    println!(
+        "{:28} {:10} {:30} {:14} uptime",
+        "service", "state", "health", "revision"
+    );
+    for s in container_services(&model, host) {
+        let name = container_name(&host.name, &s.name);
+        let Some(a) = actual.containers.iter().find(|c| c.name == name) else {
+            println!("{:28} {:10} {:30} {:14} -", s.name, "absent", "-", "-");
+            continue;
+        };
+        let info = target
+            .run_ok(&[
+                "docker",
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"xtask.revision\"}}\t{{.State.StartedAt}}",
+                &name,
+            ])
+            .unwrap_or_default();
+        let (rev, started) = info.split_once('\t').unwrap_or(("-", ""));
+        let health = match (&s.spec.health, a.running) {
+            (Some(h), true) => match health::probe(&target, &name, h) {
+                Ok(_) => "healthy".to_string(),
+                Err(e) => format!(
+                    "unhealthy: {}",
+                    format!("{e:#}").chars().take(20).collect::<String>()
+                ),
+            },
+            _ => "-".into(),
+        };
+        let state = if a.running { "running" } else { "stopped" };
+        println!(
+            "{:28} {:10} {:30} {:14} {}",
+            s.name,
+            state,
+            health,
+            rev,
+            uptime(started)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-11-26T21:00:00.123Z` -> "5m" style, from the host's clock reading.
+fn uptime(started: &str) -> String {
+    let Some(secs) = parse_rfc3339(started) else {
+        return "-".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let d = (now - secs).max(0);
+    match d {
+        0..=119 => format!("{d}s"),
+        120..=7199 => format!("{}m", d / 60),
+        7200..=172_799 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86_400),
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let t = time.trim_end_matches('Z');
+    let t = t.split(['+', '.']).next()?;
+    let mut tt = t.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (tt.next()?.ok()?, tt.next()?.ok()?, tt.next()?.ok()?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+pub fn logs(root: &Path, args: &LogsArgs) -> Result<ExitCode> {
+    let Some(model) = load(root)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let host = host(&model, &args.host)?;
+    machine(host)?;
+    if model.service(&args.service).is_none() || !host.spec.services.contains(&args.service) {
+        bail!("host `{}` runs no service `{}`", host.name, args.service);
+    }
+    let target = Target::for_host(&host.spec)?;
+    let name = container_name(&host.name, &args.service);
+    let mut argv = vec![
+        "docker".to_string(),
+        "logs".into(),
+        "--tail".into(),
+        args.tail.to_string(),
+    ];
+    if args.follow {
+        argv.push("--follow".into());
+    }
+    argv.push(name);
+    let code = target.stream(&argv, &|line| println!("{}", crate::redact::text(line)))?;
+    Ok(if code == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_seconds() {
+        assert_eq!(super::parse_rfc3339("1970-01-02T00:00:01.5Z"), Some(86_401));
+        assert_eq!(
+            super::parse_rfc3339("2000-03-01T00:00:00Z"),
+            Some(951_868_800)
+        );
+    }
+}

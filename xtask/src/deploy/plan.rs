@@ -1,0 +1,182 @@
+//! The difference between what a host should run and what it runs: create / replace / remove
+//! / unchanged per object, with the reason for each replace.
+
+use std::fmt;
+
+use sha2::Digest;
+
+use super::desired::Desired;
+use super::observe::Actual;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    /// With the reason: which input changed.
+    Replace(String),
+    Remove(String),
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    File,
+    Network,
+    Volume,
+    Container,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Network => "network",
+            Kind::Volume => "volume",
+            Kind::Container => "container",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub kind: Kind,
+    /// Container, volume or network name, or file path.
+    pub name: String,
+    pub what: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| i.action != Action::Unchanged)
+            .count()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for i in &self.items {
+            let (mark, why) = match &i.action {
+                Action::Create => ("create   ", String::new()),
+                Action::Replace(r) => ("replace  ", format!(" ({r})")),
+                Action::Remove(r) => ("remove   ", format!(" ({r})")),
+                Action::Unchanged => ("unchanged", String::new()),
+            };
+            let what = if i.kind == Kind::File {
+                format!(" [{}]", i.what)
+            } else {
+                String::new()
+            };
+            writeln!(f, "  {mark} {:9} {}{what}{why}", i.kind.as_str(), i.name)?;
+        }
+        let n = self.changes();
+        write!(f, "{n} change{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+pub fn diff(desired: &Desired, actual: &Actual) -> Plan {
+    let mut items = Vec::new();
+    for file in &desired.files {
+        let hash = file_hash(&file.content);
+        let action = match actual.files.get(&file.path) {
+            None => Action::Create,
+            Some(h) if *h == hash => Action::Unchanged,
+            Some(_) => Action::Replace("content changed".into()),
+        };
+        items.push(Item {
+            kind: Kind::File,
+            name: file.path.clone(),
+            what: file.what.clone(),
+            action,
+        });
+    }
+    items.push(Item {
+        kind: Kind::Network,
+        name: desired.network.clone(),
+        what: "network".into(),
+        action: if actual.networks.contains(&desired.network) {
+            Action::Unchanged
+        } else {
+            Action::Create
+        },
+    });
+    for v in &desired.volumes {
+        items.push(Item {
+            kind: Kind::Volume,
+            name: v.clone(),
+            what: "volume".into(),
+            action: if actual.volumes.contains(v) {
+                Action::Unchanged
+            } else {
+                Action::Create
+            },
+        });
+    }
+    for c in &desired.containers {
+        let current = actual.containers.iter().find(|a| a.name == c.name);
+        let action = match current {
+            None => Action::Create,
+            Some(a) => {
+                let mut why = Vec::new();
+                if a.image_hash != c.image_hash {
+                    why.push("image changed");
+                }
+                if a.env_hash != c.env_hash {
+                    why.push("env changed");
+                }
+                if a.run_hash != c.run_hash {
+                    why.push("ports, volumes or command changed");
+                }
+                if why.is_empty() && a.hash != c.hash {
+                    why.push("configuration changed");
+                }
+                if why.is_empty() && !a.running {
+                    why.push("not running");
+                }
+                if why.is_empty() {
+                    Action::Unchanged
+                } else {
+                    Action::Replace(why.join(", "))
+                }
+            }
+        };
+        items.push(Item {
+            kind: Kind::Container,
+            name: c.name.clone(),
+            what: c.service.clone(),
+            action,
+        });
+    }
+    // Containers of this host that no descriptor wants any more, and leftovers of a run that
+    // was killed half way through a replace.
+    for a in &actual.containers {
+        let wanted = desired.containers.iter().any(|c| c.name == a.name);
+        if wanted {
+            continue;
+        }
+        let leftover = a.name.ends_with("-next") || a.name.ends_with("-prev");
+        let reason = if leftover {
+            "left by an interrupted run".to_string()
+        } else {
+            format!("`{}` is no longer on this host", a.service)
+        };
+        items.push(Item {
+            kind: Kind::Container,
+            name: a.name.clone(),
+            what: a.service.clone(),
+            action: Action::Remove(reason),
+        });
+    }
+    Plan { items }
+}
+
+/// sha256 of a file's bytes, as `sha256sum` prints it on the host.
+pub fn file_hash(content: &[u8]) -> String {
+    crate::images::base::hex(&sha2::Sha256::digest(content))
+}

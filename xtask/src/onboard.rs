@@ -1,0 +1,131 @@
+//! `cargo xtask onboard`: from a fresh clone to a working setup. doctor, sources, the venv with
+//! editable libraries, secrets in `.env` files, the pre-commit hook; a progress line per step
+//! and a summary. Each step is idempotent, so a second run changes nothing and says so, and an
+//! interrupted run is repaired by the next.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::ui::Progress;
+use crate::{doctor, envfile, hooks, libs, model, sources};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the tool check (for machines that only need the libraries)
+    #[arg(long)]
+    skip_doctor: bool,
+}
+
+pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
+    let started = Instant::now();
+    let progress = Progress::new();
+    let mut summary: Vec<String> = Vec::new();
+
+    progress.line("[1/5] doctor");
+    if !args.skip_doctor {
+        let findings = doctor::findings();
+        let missing: Vec<_> = findings.iter().filter(|f| !f.ok && f.required).collect();
+        if !missing.is_empty() {
+            eprintln!("missing tools (all of them, install and run onboard again):");
+            for f in missing {
+                eprintln!("  {}: {}  ->  {}", f.name, f.detail, f.install);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        summary.push(format!("doctor: {} tools present", findings.len()));
+    } else {
+        summary.push("doctor: skipped".into());
+    }
+
+    let model = match model::load(root) {
+        Ok(m) => m,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // Current secrets are known to the redactor before any command can echo them.
+    envfile::all_values(&model);
+
+    progress.line("[2/5] sources");
+    let reports = sources::sync(&model, &[], &progress)?;
+    let fetched = reports.iter().filter(|r| r.fetched).count();
+    let dirty: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.dirty)
+        .map(|r| r.component.as_str())
+        .collect();
+    summary.push(format!(
+        "sources: {} checked out, {fetched} fetched{}",
+        reports.len(),
+        if dirty.is_empty() {
+            String::new()
+        } else {
+            format!(", dirty: {}", dirty.join(", "))
+        }
+    ));
+
+    progress.line("[3/5] python libraries");
+    let libs = libs::sync(&model, &[], &progress)?;
+    let installs: usize = libs.iter().map(|l| l.installs.len()).sum();
+    let failed: Vec<String> = libs
+        .iter()
+        .flat_map(|l| {
+            l.checks
+                .iter()
+                .filter(|(_, r)| r.is_err())
+                .map(move |(c, _)| format!("{}: {c}", l.name))
+        })
+        .collect();
+    let checks: usize = libs.iter().map(|l| l.checks.len()).sum();
+    summary.push(format!(
+        "libs: {} in .venv, {} install{} run, {}/{checks} import checks pass",
+        libs.len(),
+        installs,
+        if installs == 1 { "" } else { "s" },
+        checks - failed.len()
+    ));
+
+    progress.line("[4/5] secrets");
+    let secrets = envfile::ensure(&model)?;
+    summary.push(format!(
+        "secrets: {} generated, {} kept, {} .env files (mode 0600, ignored by git)",
+        secrets.generated.len(),
+        secrets.kept,
+        secrets.files.len()
+    ));
+    for g in &secrets.generated {
+        progress.line(&format!("  generated {g}"));
+    }
+
+    progress.line("[5/5] git hooks");
+    match hooks::install(root) {
+        Ok(msg) => summary.push(format!("hooks: {msg}")),
+        Err(e) => summary.push(format!("hooks: not installed ({e:#})")),
+    }
+
+    println!(
+        "\nonboard summary ({:.1}s):",
+        started.elapsed().as_secs_f64()
+    );
+    for line in &summary {
+        println!("  {line}");
+    }
+    if fetched == 0 && installs == 0 && secrets.generated.is_empty() {
+        println!("  nothing to do: everything was already in place");
+    }
+    if !secrets.missing.is_empty() {
+        println!("secrets to set by hand (required from the environment):");
+        for m in &secrets.missing {
+            println!("  {m}");
+        }
+    }
+    if !failed.is_empty() {
+        println!("failed import checks: {}", failed.join(", "));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
