@@ -71,22 +71,14 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     progress.line("[3/5] python libraries");
     let libs = libs::sync(&model, &[], &progress)?;
     let installs: usize = libs.iter().map(|l| l.installs.len()).sum();
-    let failed: Vec<String> = libs
-        .iter()
-        .flat_map(|l| {
-            l.checks
-                .iter()
-                .filter(|(_, r)| r.is_err())
-                .map(move |(c, _)| format!("{}: {c}", l.name))
-        })
-        .collect();
-    let checks: usize = libs.iter().map(|l| l.checks.len()).sum();
+    // A failed install counts as much as a failed import check.
+    let failed = libs::failures(&libs);
     summary.push(format!(
-        "libs: {} in .venv, {} install{} run, {}/{checks} import checks pass",
+        "libs: {} in .venv, {} install{} run; {}",
         libs.len(),
         installs,
         if installs == 1 { "" } else { "s" },
-        checks - failed.len()
+        libs::summary(&libs)
     ));
 
     progress.line("[4/5] secrets");
@@ -124,7 +116,7 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
         }
     }
     if !failed.is_empty() {
-        println!("failed import checks: {}", failed.join(", "));
+        println!("failed: {}", failed.join("; "));
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -120,6 +120,7 @@ pub fn apply(
     root: &str,
 ) -> Result<()> {
     // Files first: containers read their env files when they start.
+    let mut changed = Vec::new();
     for item in plan
         .items
         .iter()
@@ -130,11 +131,22 @@ pub fn apply(
             .iter()
             .find(|f| f.path == item.name)
             .expect("planned from desired");
+        if f.what == super::clients::MCP_CONFIG {
+            super::clients::backup(&f.path)?;
+        }
         ctx.target
             .write_file(&f.path, &f.content, f.mode)
             .with_context(|| format!("write {}", f.path))?;
         ctx.progress.line(&format!("wrote {} ({})", f.path, f.what));
+        changed.push(f);
     }
+    let host = ctx
+        .model
+        .hosts
+        .iter()
+        .find(|h| h.name == ctx.host)
+        .expect("host of the plan");
+    super::integrate::apply(ctx, &changed, host)?;
     for item in &plan.items {
         match (item.kind, &item.action) {
             (Kind::Network, Action::Create) => {

@@ -6,8 +6,10 @@
 //! `-detailed-exitcode`); `up` applies it under a lock on the host.
 
 mod apply;
+mod clients;
 pub mod desired;
 mod health;
+mod integrate;
 mod lock;
 mod observe;
 mod plan;
@@ -91,6 +93,75 @@ fn host<'m>(model: &'m Model, name: &str) -> Result<&'m Host> {
         })
 }
 
+/// The target that carries out a host's plan: github-actions workflows are files written on
+/// this machine (into the components' checkouts).
+fn target_for(host: &Host) -> Result<Target> {
+    match host.spec.reach {
+        Reach::GithubActions => Ok(Target::Local),
+        _ => Target::for_host(&host.spec),
+    }
+}
+
+fn plannable(host: &Host) -> Result<()> {
+    match host.spec.reach {
+        Reach::Imported => bail!(
+            "host `{}` only imports libraries: `cargo xtask libs` installs them",
+            host.name
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Desired state of any host kind, and lines to show after the plan (commands to run by hand).
+fn desired_any(
+    model: &Model,
+    host: &Host,
+    values: &std::collections::BTreeMap<(String, String), String>,
+    previous: &std::collections::BTreeMap<String, String>,
+) -> Result<(Desired, Vec<String>)> {
+    match host.spec.reach {
+        Reach::GithubActions => {
+            let mut d = Desired::default();
+            let cmds = clients::workflow_files(model, host, &mut d)?;
+            let mut notes = Vec::new();
+            if !cmds.is_empty() {
+                notes.push("secrets the workflows read (values never shown; each command asks for its value):".to_string());
+                notes.extend(cmds.into_iter().map(|c| format!("  {c}")));
+            }
+            Ok((d, notes))
+        }
+        _ => {
+            let mut d = desired(model, host, values, previous)?;
+            if host.spec.reach == Reach::Local {
+                clients::mcp_file(model, host, values, &mut d)?;
+            }
+            Ok((d, Vec::new()))
+        }
+    }
+}
+
+/// The changed workflow files, as diffs against what is in the checkout now.
+fn show_diffs(d: &Desired, plan: &plan::Plan) {
+    for item in &plan.items {
+        if item.kind != plan::Kind::File
+            || item.action == plan::Action::Unchanged
+            || !item.what.starts_with(clients::WORKFLOW)
+        {
+            continue;
+        }
+        let Some(f) = d.files.iter().find(|f| f.path == item.name) else {
+            continue;
+        };
+        let old = std::fs::read_to_string(&f.path).unwrap_or_default();
+        println!(
+            "--- {}
+{}",
+            f.path,
+            clients::diff(&old, &String::from_utf8_lossy(&f.content))
+        );
+    }
+}
+
 fn machine(host: &Host) -> Result<()> {
     match host.spec.reach {
         Reach::Local | Reach::Ssh => Ok(()),
@@ -141,6 +212,7 @@ fn desired(
         d.volumes.extend(c.volumes.iter().map(|(v, _)| v.clone()));
         d.containers.push(c);
     }
+    integrate::files(model, host, &root, &mut d)?;
     Ok(d)
 }
 
@@ -152,7 +224,13 @@ fn secret_values(
     if generate {
         envfile::ensure(model)?;
     }
-    let services = container_services(model, host);
+    let services: Vec<&crate::model::Service> = host
+        .spec
+        .services
+        .iter()
+        .filter_map(|n| model.service(n))
+        .filter(|s| s.spec.status == crate::model::Status::Active)
+        .collect();
     envfile::values_for(model, &services)
 }
 
@@ -161,14 +239,18 @@ pub fn plan(root: &Path, args: &PlanArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let host = host(&model, &args.host)?;
-    machine(host)?;
-    let target = Target::for_host(&host.spec)?;
+    plannable(host)?;
+    let target = target_for(host)?;
     let values = secret_values(&model, host, false)?;
-    let d = desired(&model, host, &values, &Default::default())?;
+    let (d, notes) = desired_any(&model, host, &values, &Default::default())?;
     let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
     let actual = observe::observe(&target, &host.name, &paths)?;
     let p = plan::diff(&d, &actual);
     println!("plan for {}:\n{p}", host.name);
+    show_diffs(&d, &p);
+    for n in notes {
+        println!("{n}");
+    }
     Ok(if p.changes() == 0 {
         ExitCode::SUCCESS
     } else {
@@ -182,9 +264,9 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let host = host(&model, &args.host)?;
-    machine(host)?;
+    plannable(host)?;
     let progress = Progress::new();
-    let target = Target::for_host(&host.spec)?;
+    let target = target_for(host)?;
     let root_dir = root_dir(&model, host);
     let say = |m: &str| progress.line(m);
     let _lock = lock::Lock::acquire(&target, &root_dir, !args.no_wait, &say)?;
@@ -210,11 +292,15 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
             }
         }
     }
-    let d = desired(&model, host, &values, &previous)?;
+    let (d, notes) = desired_any(&model, host, &values, &previous)?;
     let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
     let actual = observe::observe(&target, &host.name, &paths)?;
     let p = plan::diff(&d, &actual);
     println!("up {}:\n{p}", host.name);
+    show_diffs(&d, &p);
+    for n in &notes {
+        println!("{n}");
+    }
     if p.changes() == 0 {
         return Ok(ExitCode::SUCCESS);
     }
@@ -255,6 +341,11 @@ pub fn down(root: &Path, args: &DownArgs) -> Result<ExitCode> {
     }
     for s in container_services(&model, host) {
         target.run(&["rm", "-f", &env_path(&root_dir, &s.name)])?;
+    }
+    if host.spec.reach == Reach::Local {
+        if let Some(msg) = clients::mcp_remove(&model, host)? {
+            progress.line(&msg);
+        }
     }
     drop(lock);
     println!("{} is down", host.name);

@@ -96,16 +96,19 @@ pub fn diff(desired: &Desired, actual: &Actual) -> Plan {
             action,
         });
     }
-    items.push(Item {
-        kind: Kind::Network,
-        name: desired.network.clone(),
-        what: "network".into(),
-        action: if actual.networks.contains(&desired.network) {
-            Action::Unchanged
-        } else {
-            Action::Create
-        },
-    });
+    // Hosts without containers (github-actions) have no network.
+    if !desired.network.is_empty() {
+        items.push(Item {
+            kind: Kind::Network,
+            name: desired.network.clone(),
+            what: "network".into(),
+            action: if actual.networks.contains(&desired.network) {
+                Action::Unchanged
+            } else {
+                Action::Create
+            },
+        });
+    }
     for v in &desired.volumes {
         items.push(Item {
             kind: Kind::Volume,

@@ -21,7 +21,7 @@ use crate::model::{
 const SHELL: &str = "/bin/bash";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Vixie cron (Debian's) and cronie cut a command at 999 bytes without a word: refuse instead.
+/// Vixie cron (Debian's) silently cuts a command at 999 bytes: refuse longer ones instead.
 const MAX_COMMAND: usize = 999;
 
 /// Where the file goes. cron ignores files in cron.d whose names hold a `.`; host names are
@@ -81,7 +81,7 @@ fn what(entry: &CronEntry) -> String {
         CronTask::Backup => format!("back up {svc} to a dated file"),
         CronTask::Prune => format!("delete {svc}'s backups past their retention"),
         CronTask::Health => format!("check {svc}'s health, log and alert when it is down"),
-        CronTask::Command => "command".to_string(),
+        CronTask::Command => "run its command".to_string(),
     }
 }
 
@@ -128,7 +128,11 @@ fn backup(host: &Host, s: &Service, dir: &str) -> Result<String> {
             parts.push(dated(dir, &s.name, ".sql.gz", &producer, &s.name)?);
         }
         _ => {
-            for v in s.spec.run.iter().flat_map(|r| &r.volumes) {
+            let volumes: Vec<_> = s.spec.run.iter().flat_map(|r| &r.volumes).collect();
+            if volumes.is_empty() {
+                bail!("`{}` has a volumes backup but no run.volumes", s.name);
+            }
+            for v in volumes {
                 let producer =
                     format!("docker exec {container} tar -C {} -czf - .", sh(&v.target)?);
                 let stem = format!("{}-{}", s.name, v.name);

@@ -228,7 +228,14 @@ fn script_path(script: &str, workdir: Option<&str>, source_dir: &Path) -> Result
 fn local_value(model: &Model, s: &Service, value: &str) -> Result<String> {
     for v in s.spec.run.iter().flat_map(|r| &r.volumes) {
         if let Ok(rest) = Path::new(value).strip_prefix(&v.target) {
-            return utf8(&volume_dir(model, &s.name, &v.name).join(rest));
+            let dir = volume_dir(model, &s.name, &v.name);
+            // join("") would add a trailing slash.
+            let local = if rest.as_os_str().is_empty() {
+                dir
+            } else {
+                dir.join(rest)
+            };
+            return utf8(&local);
         }
     }
     Ok(value.to_string())

@@ -117,18 +117,6 @@ pub(crate) mod testing {
     pub fn host<'m>(model: &'m Model, name: &str) -> &'m Host {
         model.hosts.iter().find(|h| h.name == name).unwrap()
     }
-
-    /// Runs `script` with sh and returns its stdout: to prove a rendered line means what it
-    /// says, not just that it looks right.
-    pub fn sh_out(script: &str) -> String {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}\n{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
 }
 
 #[cfg(test)]

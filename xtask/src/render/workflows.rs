@@ -118,9 +118,25 @@ fn permissions(w: &Workflow) -> String {
     y
 }
 
-/// A JSON string: a valid YAML double-quoted scalar meaning the same text.
+/// A JSON string: a valid YAML double-quoted scalar meaning the same text. JSON leaves DEL,
+/// the C1 controls and U+FFFE/U+FFFF raw, which YAML does not allow in a file (or, for NEL,
+/// reads as a line break in YAML 1.1): escape them.
 fn string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+    let json = serde_json::Value::String(s.to_string()).to_string();
+    json.chars()
+        .map(|c| {
+            if yaml_printable(c) {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", u32::from(c))
+            }
+        })
+        .collect()
+}
+
+/// YAML's c-printable (less NEL), for characters above the ASCII controls JSON escapes.
+fn yaml_printable(c: char) -> bool {
+    !matches!(c, '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}')
 }
 
 /// A mapping key: bare when plainly a word YAML cannot read as anything else.
@@ -145,7 +161,8 @@ fn key(s: &str) -> String {
 fn text(s: &str, indent: usize) -> String {
     let blockable = s.contains('\n')
         && !s.starts_with([' ', '\t', '\n'])
-        && s.chars().all(|c| c == '\n' || c == '\t' || !c.is_control())
+        && s.chars()
+            .all(|c| c == '\n' || c == '\t' || (!c.is_control() && yaml_printable(c)))
         && !s.contains('\u{feff}');
     if !blockable {
         return string(s);
@@ -347,6 +364,8 @@ jobs:\n  run:\n    runs-on: ubuntu-latest\n    steps:\n\
         // A first line that starts with spaces cannot set a block's indentation: a string.
         assert_eq!(text("  a\nb", 4), "\"  a\\nb\"");
         assert_eq!(text("a\r\nb", 4), "\"a\\r\\nb\"");
+        assert_eq!(text("a\u{7f}\nb", 4), "\"a\\u007f\\nb\"");
+        assert_eq!(string("\u{85}\u{9f}é"), "\"\\u0085\\u009fé\"");
     }
 
     #[test]
