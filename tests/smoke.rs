@@ -1,6 +1,9 @@
 //! `smoke` against a real Docker engine: a passing run with its JUnit report, failures that
-//! name the check and show the service's logs, the health deadline, and teardown after success,
-//! failure, Ctrl-C and (through the next run's sweep) SIGKILL.
+//! name the check and show the service's logs, the health deadline (also against a server that
+//! accepts and never answers), a TCP check that is not fooled by Docker's port proxy, and
+//! teardown after success, failure, SIGINT (to xtask alone, and to the whole job during
+//! teardown, as a terminal's Ctrl-C), two runs at once and (through the next run's sweep)
+//! SIGKILL.
 //!
 //! Every test works in its own temporary copy of the fixture. The tests of this binary run one
 //! at a time (`engine::serial`): they would only slow each other down on a small machine, and a

@@ -11,6 +11,11 @@
 //!   asks for. sshd logs (VERBOSE) go to the container's log, to count connections.
 //! - An ssh config in the test's temp dir names the key and a known_hosts file of its own; set
 //!   `XTASK_SSH_CONFIG` to it (see `envs`) and ~/.ssh is never touched.
+//! - By default the container has a network of its own and sshd's port is published on a
+//!   loopback port. With `Options::host_network` it shares this machine's network namespace
+//!   instead (sshd on a free loopback port), so that a port the engine publishes, which is on
+//!   this machine's network, is on the "remote" host's loopback too, as it is on a real host:
+//!   deploy tests need that for health checks through `ssh -L`.
 //! - The container is removed on drop, unless `XTASK_TEST_KEEP` is set.
 
 use std::io::Read;
@@ -74,12 +79,18 @@ exec /usr/sbin/sshd -D -e
 pub struct Options {
     /// Directories created owned by `deploy` (parents owned by root).
     pub dirs: Vec<String>,
+    /// Share this machine's network namespace (`docker run --network host`), sshd listening on
+    /// a free loopback port: then `127.0.0.1:PORT` as sshd sees it (an `ssh -L` forward) is a
+    /// port the engine published on this machine, as on a real host whose docker is local.
+    /// The default is a network of its own, sshd's port 22 published on a loopback port.
+    pub host_network: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             dirs: vec!["/srv/services".to_string()],
+            host_network: false,
         }
     }
 }
@@ -107,27 +118,47 @@ impl SshHost {
         let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let container = format!("xtask-sshhost-{}-{}", std::process::id(), crate::unique());
         let (socket, cli) = docker_paths();
-        let out = docker(&[
-            "run",
-            "--detach",
-            "--name",
-            &container,
-            "--label",
-            CONTAINER_LABEL,
-            "--label",
-            &format!("{PID_LABEL}={}", std::process::id()),
-            "--publish",
-            "127.0.0.1::22",
-            "--volume",
-            &format!("{}:/var/run/docker.sock", socket.display()),
-            "--volume",
-            &format!("{}:/usr/local/bin/docker:ro", cli.display()),
-            "--env",
-            &format!("AUTHORIZED_KEY={}", public.trim()),
-            "--env",
-            &format!("DEPLOY_DIRS={}", opts.dirs.join(" ")),
-            &image,
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--detach".into(),
+            "--name".into(),
+            container.clone(),
+            "--label".into(),
+            CONTAINER_LABEL.into(),
+            "--label".into(),
+            format!("{PID_LABEL}={}", std::process::id()),
+        ];
+        let mut port = 0;
+        if opts.host_network {
+            // The port is found by binding and letting go; sshd takes it a moment later (a
+            // race with other processes that is retried below by the caller's wait).
+            port = free_port();
+            let conf = dir.path().join("sshd-port.conf");
+            std::fs::write(&conf, format!("Port {port}\nListenAddress 127.0.0.1\n")).unwrap();
+            args.extend([
+                "--network".into(),
+                "host".into(),
+                "--volume".into(),
+                format!(
+                    "{}:/etc/ssh/sshd_config.d/xtask-port.conf:ro",
+                    conf.display()
+                ),
+            ]);
+        } else {
+            args.extend(["--publish".into(), "127.0.0.1::22".into()]);
+        }
+        args.extend([
+            "--volume".into(),
+            format!("{}:/var/run/docker.sock", socket.display()),
+            "--volume".into(),
+            format!("{}:/usr/local/bin/docker:ro", cli.display()),
+            "--env".into(),
+            format!("AUTHORIZED_KEY={}", public.trim()),
+            "--env".into(),
+            format!("DEPLOY_DIRS={}", opts.dirs.join(" ")),
+            image,
         ]);
+        let out = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "start the ssh test host: {}",
@@ -136,11 +167,13 @@ impl SshHost {
         // From here on the container is ours to remove, whatever fails next.
         let mut host = SshHost {
             container,
-            port: 0,
+            port,
             dir: Some(dir),
             alias: "xtask-sshhost".to_string(),
         };
-        host.port = host.published_port();
+        if !opts.host_network {
+            host.port = host.published_port();
+        }
         host.wait_for_sshd();
         host.write_config(&key);
         host.check_docker_cli();
@@ -158,6 +191,7 @@ impl SshHost {
 
     /// Until sshd itself greets (Docker's proxy accepts connections before sshd listens).
     fn wait_for_sshd(&self) {
+        let started = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
@@ -167,6 +201,16 @@ impl SshHost {
                 if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"SSH-") {
                     return;
                 }
+            }
+            let running = docker(&["inspect", "--format", "{{.State.Running}}", &self.container]);
+            if started.elapsed() > Duration::from_secs(2) && text(&running.stdout).trim() != "true"
+            {
+                panic!(
+                    "the ssh test host {} stopped (port {} taken?); its log:\n{}",
+                    self.container,
+                    self.port,
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
                 panic!(
@@ -327,6 +371,14 @@ fn keygen(key: &Path) {
         .output()
         .expect("run ssh-keygen (openssh-client)");
     assert!(out.status.success(), "ssh-keygen: {}", text(&out.stderr));
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free loopback port")
 }
 
 /// The engine's socket and this machine's docker client, to mount into the container.

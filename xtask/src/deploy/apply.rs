@@ -1,6 +1,9 @@
 //! Carrying out a plan on a host: files, network, volumes, images, then containers in
 //! dependency order. A replaced container is health-gated: the new version must be healthy
 //! before the old one is gone, and if it is not, the old one keeps (or goes back to) serving.
+//! A new container runs as `NAME-next` until it is healthy, the old one waits as `NAME-prev`,
+//! so `NAME` always names a version that passed its check, and `repair` can tell what a killed
+//! run left.
 
 use anyhow::{bail, Context, Result};
 
@@ -89,25 +92,38 @@ fn rm(ctx: &Ctx<'_>, name: &str) {
     let _ = ctx.target.run(&["docker", "rm", "-f", name]);
 }
 
-/// Puts back what an interrupted replace left: a `-prev` whose main container is missing is
-/// the last good version and is restored; other `-prev`/`-next` containers are removed.
+/// Puts back what an interrupted run left. A new version runs as `NAME-next` until it is
+/// healthy, and the old one steps aside as `NAME-prev` until then, so `NAME` is always a
+/// version that passed its health check. A `-next` is removed (first: it may hold the ports);
+/// a `-prev` whose main container is missing is the last good version and is restored, other
+/// `-prev` containers are removed.
 pub fn repair(ctx: &Ctx<'_>, actual: &Actual) -> Result<bool> {
     let mut repaired = false;
+    for a in actual
+        .containers
+        .iter()
+        .filter(|a| a.name.ends_with("-next"))
+    {
+        ctx.progress.line(&format!(
+            "removing {} (an unverified new version left by an interrupted run)",
+            a.name
+        ));
+        rm(ctx, &a.name);
+        repaired = true;
+    }
     for a in &actual.containers {
-        if let Some(main) = a.name.strip_suffix("-prev") {
-            if actual.containers.iter().any(|c| c.name == main) {
-                rm(ctx, &a.name);
-            } else {
-                ctx.progress
-                    .line(&format!("restoring {main} from an interrupted replace"));
-                ctx.target.run_ok(&["docker", "rename", &a.name, main])?;
-                ctx.target.run_ok(&["docker", "start", main])?;
-            }
-            repaired = true;
-        } else if a.name.ends_with("-next") {
+        let Some(main) = a.name.strip_suffix("-prev") else {
+            continue;
+        };
+        if actual.containers.iter().any(|c| c.name == main) {
             rm(ctx, &a.name);
-            repaired = true;
+        } else {
+            ctx.progress
+                .line(&format!("restoring {main} from an interrupted replace"));
+            ctx.target.run_ok(&["docker", "rename", &a.name, main])?;
+            ctx.target.run_ok(&["docker", "start", main])?;
         }
+        repaired = true;
     }
     Ok(repaired)
 }
@@ -195,16 +211,23 @@ pub fn apply(
         let env_path = env_path(root, &c.service);
         match &item.action {
             Action::Create => {
-                ctx.target
-                    .run_ok(&run_argv(ctx, c, &c.name, &env_path, "", false))?;
-                if let Err(e) = health::wait(ctx.target, &c.name, h) {
-                    let logs = health::logs(ctx.target, &c.name, 20);
-                    rm(ctx, &c.name);
+                // Under the `-next` name until healthy: a run killed before then leaves a
+                // container that the next run removes, never one that looks deployed.
+                let next_name = format!("{}-next", c.name);
+                rm(ctx, &next_name);
+                let started = ctx
+                    .target
+                    .run_ok(&run_argv(ctx, c, &next_name, &env_path, "", false));
+                if let Err(e) = started.and_then(|_| health::wait(ctx.target, &next_name, h)) {
+                    let logs = health::logs(ctx.target, &next_name, 20);
+                    rm(ctx, &next_name);
                     bail!(
                         "`{}` did not become healthy: {e:#}\n--- last log lines ---\n{logs}",
                         c.service
                     );
                 }
+                ctx.target
+                    .run_ok(&["docker", "rename", &next_name, &c.name])?;
                 ctx.progress.line(&format!("started {} (healthy)", c.name));
             }
             Action::Replace(why) => replace(ctx, c, &env_path, h, actual, why)?,
@@ -280,19 +303,31 @@ fn replace(
         rm(ctx, &next_name);
     }
 
-    // The switch: the old container steps aside (kept until the new one is healthy), the new
-    // one takes the name and the ports.
+    // The switch: the old container steps aside (kept, stopped, until the new one is
+    // healthy), the new one takes the ports under the `-next` name and takes the real name
+    // only once healthy.
     ctx.target
         .run_ok(&["docker", "rename", &c.name, &prev_name])?;
     let switch = std::time::Instant::now();
-    ctx.target
-        .run_ok(&["docker", "stop", "--time", "10", &prev_name])?;
-    let started = ctx
+    let healthy = ctx
         .target
-        .run_ok(&run_argv(ctx, c, &c.name, env_path, &previous_image, false));
-    let healthy = started.and_then(|_| health::wait(ctx.target, &c.name, h));
+        .run_ok(&["docker", "stop", "-t", "10", &prev_name])
+        .and_then(|_| {
+            rm(ctx, &next_name);
+            ctx.target.run_ok(&run_argv(
+                ctx,
+                c,
+                &next_name,
+                env_path,
+                &previous_image,
+                false,
+            ))
+        })
+        .and_then(|_| health::wait(ctx.target, &next_name, h));
     match healthy {
         Ok(_) => {
+            ctx.target
+                .run_ok(&["docker", "rename", &next_name, &c.name])?;
             rm(ctx, &prev_name);
             ctx.progress.line(&format!(
                 "replaced {} (healthy; its ports were unanswered for {:.1}s)",
@@ -302,8 +337,8 @@ fn replace(
             Ok(())
         }
         Err(e) => {
-            let logs = health::logs(ctx.target, &c.name, 20);
-            rm(ctx, &c.name);
+            let logs = health::logs(ctx.target, &next_name, 20);
+            rm(ctx, &next_name);
             ctx.target
                 .run_ok(&["docker", "rename", &prev_name, &c.name])?;
             ctx.target.run_ok(&["docker", "start", &c.name])?;

@@ -1,7 +1,8 @@
 //! Host integrations that live outside the services' folders: the nginx site, the cron file
 //! and the firewall rules. They are always rendered under the host's root (so `plan` sees them
-//! and a human can read them) and applied where the host has the program and `up` may write
-//! its configuration; otherwise `up` says where the rendered file is.
+//! and a human can read them) and applied where the host has the program and `up` runs as
+//! root (as nginx and cron need); otherwise `up` says where the rendered file is. `down`
+//! removes both the rendered files and the applied copies.
 
 use anyhow::Result;
 
@@ -9,6 +10,7 @@ use super::apply::Ctx;
 use super::desired::{Desired, DesiredFile};
 use crate::model::{Host, Model};
 use crate::render;
+use crate::target::Target;
 
 pub const NGINX: &str = "nginx site";
 pub const CRON: &str = "cron entries";
@@ -61,10 +63,13 @@ struct Capabilities {
     ufw: bool,
 }
 
+/// nginx and cron need root, not only a writable directory: reloading nginx signals its
+/// root-owned master, and cron ignores a file in /etc/cron.d that root does not own.
 fn capabilities(ctx: &Ctx<'_>) -> Capabilities {
-    let script = "command -v nginx >/dev/null 2>&1 && test -w /etc/nginx/conf.d && echo nginx\n\
+    let script = "[ \"$(id -u)\" = 0 ] || exit 0\n\
+                  command -v nginx >/dev/null 2>&1 && test -w /etc/nginx/conf.d && echo nginx\n\
                   test -d /etc/cron.d && test -w /etc/cron.d && echo cron\n\
-                  command -v ufw >/dev/null 2>&1 && [ \"$(id -u)\" = 0 ] && echo ufw\n\
+                  command -v ufw >/dev/null 2>&1 && echo ufw\n\
                   true";
     let out = ctx.target.run_ok(&["sh", "-c", script]).unwrap_or_default();
     Capabilities {
@@ -72,6 +77,29 @@ fn capabilities(ctx: &Ctx<'_>) -> Capabilities {
         cron: out.lines().any(|l| l == "cron"),
         ufw: out.lines().any(|l| l == "ufw"),
     }
+}
+
+/// Installs the nginx site and reloads nginx; a site that `nginx -t` refuses is taken back
+/// (the previous one restored, or none), so a later reload by anyone does not fail on it.
+fn apply_nginx(ctx: &Ctx<'_>, host: &Host, content: &[u8]) -> Result<()> {
+    let path = render::nginx::path(&host.name);
+    let before = ctx.target.read_file(&path)?;
+    ctx.target.write_file(&path, content, 0o644)?;
+    let test = ctx.target.run(&["nginx", "-t"])?;
+    if !test.status.success() {
+        match &before {
+            Some(old) => ctx.target.write_file(&path, old, 0o644)?,
+            None => {
+                ctx.target.run_ok(&["rm", "-f", &path])?;
+            }
+        }
+        anyhow::bail!(
+            "nginx refused the new site {path} (it was taken back):\n{}",
+            crate::proc::tail(&String::from_utf8_lossy(&test.stderr), 10)
+        );
+    }
+    ctx.target.run_ok(&["nginx", "-s", "reload"])?;
+    Ok(())
 }
 
 /// Applies the integrations whose rendered file `up` just wrote.
@@ -86,9 +114,7 @@ pub fn apply(ctx: &Ctx<'_>, changed: &[&DesiredFile], host: &Host) -> Result<()>
     for f in changed {
         match f.what.as_str() {
             NGINX if caps.nginx => {
-                ctx.target.write_file(&render::nginx::path(&host.name), &f.content, 0o644)?;
-                ctx.target.run_ok(&["nginx", "-t"])?;
-                ctx.target.run_ok(&["nginx", "-s", "reload"])?;
+                apply_nginx(ctx, host, &f.content)?;
                 ctx.progress.line("nginx site applied and nginx reloaded");
             }
             CRON if caps.cron => {
@@ -102,11 +128,74 @@ pub fn apply(ctx: &Ctx<'_>, changed: &[&DesiredFile], host: &Host) -> Result<()>
                 ctx.progress.line("firewall rules applied");
             }
             NGINX | CRON | UFW => ctx.progress.line(&format!(
-                "{} rendered at {} (not applied: the host lacks the program or `up` may not write its configuration)",
+                "{} rendered at {} (not applied: the host lacks the program, or `up` does not run as root there)",
                 f.what, f.path
             )),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Removes each existing file of `$@` and prints the ones it removed; a file it may not remove
+/// is reported on stderr and makes the exit code 1 after the others were tried.
+const REMOVE: &str = r#"rc=0
+for f in "$@"; do
+  if [ -e "$f" ] || [ -L "$f" ]; then
+    if rm -f -- "$f"; then printf '%s\n' "$f"; else rc=1; fi
+  fi
+done
+exit $rc
+"#;
+
+/// The files of the integrations that `down` removes: the rendered files and health scripts
+/// under the host's root, and the copies `up` applies to /etc.
+pub fn paths(model: &Model, host: &Host, root: &str) -> Result<Vec<String>> {
+    let mut d = Desired::default();
+    files(model, host, root, &mut d)?;
+    let mut paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    if d.files.iter().any(|f| f.what == NGINX) {
+        paths.push(render::nginx::path(&host.name));
+    }
+    if d.files.iter().any(|f| f.what == CRON) {
+        paths.push(render::cron::path(&host.name));
+    }
+    Ok(paths)
+}
+
+/// Removes those of `paths` that exist, in one round trip, then reloads nginx when its site
+/// went. Firewall rules stay: removing a rule could lock the operator out. Returns what it
+/// did, in words.
+pub fn remove(host: &Host, paths: &[String], target: &Target) -> Result<Vec<String>> {
+    let mut said = Vec::new();
+    if !paths.is_empty() {
+        let mut argv = vec!["sh".to_string(), "-c".into(), REMOVE.into(), "sh".into()];
+        argv.extend(paths.iter().cloned());
+        let out = target.run(&argv)?;
+        let removed = String::from_utf8_lossy(&out.stdout).into_owned();
+        said.extend(removed.lines().map(|p| format!("removed {p}")));
+        if !out.status.success() {
+            said.push(format!(
+                "could not remove some files on {}: {}",
+                target.name(),
+                crate::proc::tail(&String::from_utf8_lossy(&out.stderr), 5)
+            ));
+        }
+        if removed
+            .lines()
+            .any(|l| l == render::nginx::path(&host.name))
+        {
+            match target.run_ok(&["nginx", "-s", "reload"]) {
+                Ok(_) => said.push("nginx reloaded".into()),
+                Err(e) => said.push(format!("nginx not reloaded: {e:#}")),
+            }
+        }
+    }
+    if !host.spec.firewall.is_empty() {
+        said.push(
+            "firewall rules, if `up` applied them, stay in place (`ufw delete` removes a rule)"
+                .into(),
+        );
+    }
+    Ok(said)
 }

@@ -1,16 +1,58 @@
-//! One `up` at a time per host: a lock directory on the host (mkdir is atomic everywhere),
-//! holding who took it. A lock left by a killed run of this machine is broken; one held by a
-//! live run makes the next wait, or fail with `--no-wait`.
+//! One `up` (or `down`) at a time per host: a lock on the host, a symbolic link whose target
+//! names who holds it (`HOSTNAME:PID` of the run). Making a symbolic link is atomic and fails
+//! when the name exists, so taking the lock and saying who took it are one step: there is no
+//! moment when the lock exists without an owner. Each attempt is one round trip.
+//!
+//! A lock held by a run of this machine that is gone (killed) is broken; one held by a live run,
+//! or by a run on another machine (whose liveness cannot be seen from here), makes the next
+//! wait, or fail at once with `--no-wait`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 
 use crate::target::Target;
 
+/// The lock's name under the host's root.
+const NAME: &str = ".xtask-lock";
+
+/// `$1` lock path, `$2` this run's owner string, `$3` the owner of a lock to break ("" for
+/// none). Prints `acquired`, or `held OWNER` (owner empty when the lock vanished in between).
+///
+/// Breaking moves the link aside (a rename: of two runs breaking the same lock, one moves it)
+/// and checks that what it moved is the stale lock it meant to break; a live lock taken in
+/// between is put back (`ln -s` again fails if yet another run took the lock meanwhile).
+const SCRIPT: &str = r#"set -u
+lock=$1; me=$2; stale=$3
+mkdir -p -- "$(dirname -- "$lock")" || exit 1
+if [ -d "$lock" ] && [ ! -L "$lock" ]; then
+  echo "$lock is a directory, not a lock: remove it" >&2
+  exit 1
+fi
+if [ -n "$stale" ] && [ "$(readlink -- "$lock" 2>/dev/null)" = "$stale" ]; then
+  aside="$lock.broken.$$"
+  if mv -f -- "$lock" "$aside" 2>/dev/null; then
+    got=$(readlink -- "$aside" 2>/dev/null)
+    if [ "$got" != "$stale" ] && [ -n "$got" ]; then
+      ln -s -- "$got" "$lock" 2>/dev/null
+    fi
+    rm -f -- "$aside"
+  fi
+fi
+if ln -s -- "$me" "$lock" 2>/dev/null; then
+  echo acquired
+  exit 0
+fi
+printf 'held %s\n' "$(readlink -- "$lock" 2>/dev/null)"
+"#;
+
+/// Removes the lock `$1` only while it is still `$2`'s.
+const RELEASE: &str = r#"if [ "$(readlink -- "$1" 2>/dev/null)" = "$2" ]; then rm -f -- "$1"; fi"#;
+
 pub struct Lock<'t> {
     target: &'t Target,
-    dir: String,
+    path: String,
+    me: String,
 }
 
 fn me() -> String {
@@ -20,6 +62,7 @@ fn me() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Whether the run that holds the lock is alive: `None` when it is not a run of this machine.
 fn alive_here(owner: &str) -> Option<bool> {
     let (host, pid) = owner.trim().rsplit_once(':')?;
     let mine = me();
@@ -43,42 +86,47 @@ impl<'t> Lock<'t> {
         wait: bool,
         say: &dyn Fn(&str),
     ) -> Result<Lock<'t>> {
-        let dir = format!("{root}/.xtask-lock");
-        let owner_file = format!("{dir}/owner");
-        let started = Instant::now();
-        let mut told = false;
+        let path = format!("{root}/{NAME}");
+        let me = me();
+        let mut stale = String::new();
+        let mut told = String::new();
         loop {
-            target.run_ok(&["mkdir", "-p", root])?;
-            let made = target.run(&["mkdir", &dir])?;
-            if made.status.success() {
-                target.write_file(&owner_file, me().as_bytes(), 0o644)?;
-                return Ok(Lock { target, dir });
+            let out = target.run(&["sh", "-c", SCRIPT, "sh", &path, &me, &stale])?;
+            if !out.status.success() {
+                bail!(
+                    "cannot take the lock {path} on {}: {}",
+                    target.name(),
+                    crate::proc::tail(&String::from_utf8_lossy(&out.stderr), 5)
+                );
             }
-            let owner = target
-                .read_file(&owner_file)?
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                .unwrap_or_default();
+            let out = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out == "acquired" {
+                return Ok(Lock { target, path, me });
+            }
+            let owner = out.strip_prefix("held").unwrap_or("").trim().to_string();
+            stale.clear();
+            if owner.is_empty() {
+                // Released between the two looks: try again at once.
+                continue;
+            }
             if alive_here(&owner) == Some(false) {
                 say(&format!(
                     "breaking the lock of a run that is gone ({owner})"
                 ));
-                target.run(&["rm", "-rf", &dir])?;
-                continue;
-            }
-            if owner.is_empty() && started.elapsed() > Duration::from_secs(10) {
-                // Taken but never written: the taker died between mkdir and write.
-                say("breaking a lock without an owner");
-                target.run(&["rm", "-rf", &dir])?;
+                stale = owner;
                 continue;
             }
             if !wait {
-                bail!("another `up` holds the lock on this host ({owner}); run again later, or without --no-wait to wait for it");
+                bail!("another `up` or `down` holds the lock on {} ({owner}); run again later, or without --no-wait to wait for it", target.name());
             }
-            if !told {
-                say(&format!("waiting for the lock held by {owner} ..."));
-                told = true;
+            if told != owner {
+                say(&format!(
+                    "waiting for the lock held by {owner} (if that run is gone for good, remove {path} on {})",
+                    target.name()
+                ));
+                told = owner;
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(300));
             crate::signals::check()?;
         }
     }
@@ -86,6 +134,89 @@ impl<'t> Lock<'t> {
 
 impl Drop for Lock<'_> {
     fn drop(&mut self) {
-        let _ = self.target.run(&["rm", "-rf", &self.dir]);
+        let _ = self
+            .target
+            .run(&["sh", "-c", RELEASE, "sh", &self.path, &self.me]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "xtask-lock-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn hostname() -> String {
+        me().rsplit_once(':').unwrap().0.to_string()
+    }
+
+    #[test]
+    fn held_lock_names_its_owner_and_is_released_on_drop() {
+        let dir = scratch("held");
+        let root = dir.join("root").to_string_lossy().into_owned();
+        let t = Target::Local;
+        let lock = Lock::acquire(&t, &root, false, &|_| {}).unwrap();
+        let path = dir.join("root").join(NAME);
+        assert_eq!(std::fs::read_link(&path).unwrap().to_string_lossy(), me());
+        // This process is alive: a second taker fails at once, naming it.
+        let err = Lock::acquire(&t, &root, false, &|_| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(&me()), "{err}");
+        drop(lock);
+        assert!(path.symlink_metadata().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_run_is_broken_and_another_machines_is_not() {
+        let dir = scratch("stale");
+        let root = dir.to_string_lossy().into_owned();
+        let path = dir.join(NAME);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let owner = format!("{}:{dead}", hostname());
+        std::os::unix::fs::symlink(&owner, &path).unwrap();
+        let said = std::sync::Mutex::new(Vec::new());
+        let t = Target::Local;
+        let lock = Lock::acquire(&t, &root, false, &|m| {
+            said.lock().unwrap().push(m.to_string())
+        })
+        .unwrap();
+        assert!(said.lock().unwrap()[0].contains(&owner));
+        assert_eq!(std::fs::read_link(&path).unwrap().to_string_lossy(), me());
+        drop(lock);
+
+        // Another machine's run: its liveness cannot be seen, so the lock holds.
+        std::os::unix::fs::symlink("elsewhere.example:1", &path).unwrap();
+        let err = Lock::acquire(&t, &root, false, &|_| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("elsewhere.example:1"), "{err}");
+        // Dropping a lock that is no longer ours leaves the new holder's lock alone.
+        std::fs::remove_file(&path).unwrap();
+        let lock = Lock::acquire(&t, &root, false, &|_| {}).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("elsewhere.example:2", &path).unwrap();
+        drop(lock);
+        assert_eq!(
+            std::fs::read_link(&path).unwrap().to_string_lossy(),
+            "elsewhere.example:2"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

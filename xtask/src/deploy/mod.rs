@@ -278,12 +278,17 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
     };
 
     let values = secret_values(&model, host, true)?;
-    let mut actual = observe::observe(&target, &host.name, &[])?;
+    // One observation serves the plan; a second is made only after repairing what an
+    // interrupted run left. The file paths do not depend on the images, so a rollback's
+    // desired state has the same ones.
+    let (mut d, mut notes) = desired_any(&model, host, &values, &Default::default())?;
+    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    let mut actual = observe::observe(&target, &host.name, &paths)?;
     if apply::repair(&ctx, &actual)? {
-        actual = observe::observe(&target, &host.name, &[])?;
+        actual = observe::observe(&target, &host.name, &paths)?;
     }
-    let mut previous = std::collections::BTreeMap::new();
     if args.rollback {
+        let mut previous = std::collections::BTreeMap::new();
         for a in &actual.containers {
             if a.previous_image.is_empty() {
                 progress.line(&format!("{}: no previous image to roll back to", a.name));
@@ -291,10 +296,8 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
                 previous.insert(a.service.clone(), a.previous_image.clone());
             }
         }
+        (d, notes) = desired_any(&model, host, &values, &previous)?;
     }
-    let (d, notes) = desired_any(&model, host, &values, &previous)?;
-    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
-    let actual = observe::observe(&target, &host.name, &paths)?;
     let p = plan::diff(&d, &actual);
     println!("up {}:\n{p}", host.name);
     show_diffs(&d, &p);
@@ -339,9 +342,21 @@ pub fn down(root: &Path, args: &DownArgs) -> Result<ExitCode> {
             actual.volumes.len()
         ));
     }
-    for s in container_services(&model, host) {
-        target.run(&["rm", "-f", &env_path(&root_dir, &s.name)])?;
+    // The env files (secrets), the rendered integrations and their applied copies, in one
+    // round trip; then the folders `up` made, where nothing else is left in them.
+    let services = container_services(&model, host);
+    let mut paths: Vec<String> = services
+        .iter()
+        .map(|s| env_path(&root_dir, &s.name))
+        .collect();
+    paths.extend(integrate::paths(&model, host, &root_dir)?);
+    for line in integrate::remove(host, &paths, &target)? {
+        progress.line(&line);
     }
+    let mut rmdir = vec!["rmdir".to_string()];
+    rmdir.extend(services.iter().map(|s| format!("{root_dir}/{}", s.name)));
+    rmdir.extend(["rendered", "bin"].map(|d| format!("{root_dir}/{d}")));
+    let _ = target.run(&rmdir);
     if host.spec.reach == Reach::Local {
         if let Some(msg) = clients::mcp_remove(&model, host)? {
             progress.line(&msg);
