@@ -449,3 +449,106 @@ fn docker_smoke_ctrl_c_to_the_job_during_teardown_leaves_nothing_behind() {
     assert_eq!(code, Some(130), "{all}");
     assert_left_nothing(&id, &all);
 }
+
+/// `git` with no user or system configuration, so the test sees only what it sets.
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=xtask test",
+            "-c",
+            "user.email=test@xtask.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+}
+
+#[test]
+fn docker_smoke_fetches_a_git_source_through_a_mirror_and_fails_at_once_without_one() {
+    let _serial = engine::serial();
+    let ws = eco_copy("smoke-git");
+    // The MCP server's code becomes a git repository that is only reachable through a mirror.
+    let mirrors = ws.path().join("mirrors");
+    let upstream = mirrors.join("notes-mcp");
+    tests::copy_tree(&ws.path().join("components/notes-mcp"), &upstream);
+    git(&upstream, &["init", "-q"]);
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "server"]);
+    std::fs::remove_dir_all(ws.path().join("components/notes-mcp")).unwrap();
+    edit_once(
+        &ws.path().join("services/notes-mcp/service.toml"),
+        "path = \"components/notes-mcp\"",
+        "git = \"https://git.invalid/org/notes-mcp\"\nrev = \"main\"",
+    );
+    let run = |mirror: Option<&str>| {
+        let mut cmd = std::process::Command::new(tests::xtask_bin());
+        cmd.arg("--workspace")
+            .arg(ws.path())
+            .args(["smoke", "notes-mcp"])
+            // A proxy on a port where nothing listens: the remote is unreachable, at once.
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env_remove("XTASK_MIRRORS");
+        if let Some(m) = mirror {
+            cmd.env("XTASK_MIRRORS", m);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let mut guard = RunGuard::default();
+
+    let (code, stdout, stderr) = run(None);
+    if let Some(id) = stderr.lines().find_map(run_id_of) {
+        guard.0.push(id);
+    }
+    let all = format!("{stderr}\n{stdout}");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        stderr.contains(
+            "`notes-mcp` (services/notes-mcp/service.toml): could not fetch the source from https://git.invalid/org/notes-mcp:"
+        ),
+        "{all}"
+    );
+    assert!(
+        stderr.contains("\"https://git.invalid/org/\" = \""),
+        "{all}"
+    );
+    assert!(
+        stderr.contains("XTASK_MIRRORS='https://git.invalid/org/="),
+        "{all}"
+    );
+    // It stopped before building or starting anything.
+    assert!(image_lines(&stderr).is_empty(), "{all}");
+    assert!(!stderr.contains("PASS "), "{all}");
+    assert_left_nothing(&run_id(&stderr), &all);
+
+    let mirror = format!("https://git.invalid/org/={}/", mirrors.display());
+    let (code, stdout, stderr) = run(Some(&mirror));
+    if let Some(id) = stderr.lines().find_map(run_id_of) {
+        guard.0.push(id);
+    }
+    let all = format!("{stderr}\n{stdout}");
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        pass_lines(&stderr)
+            .iter()
+            .any(|l| l.starts_with("PASS notes-mcp/")),
+        "{all}"
+    );
+    assert!(ws
+        .path()
+        .join(".xtask/sources/notes-mcp/server.py")
+        .is_file());
+    assert_left_nothing(&run_id(&stderr), &all);
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::model::{Check, Health};
+use crate::smoke::checks;
 use crate::target::Target;
 
 /// The remote host port a container port is published on.
@@ -34,34 +35,19 @@ fn once(
         Ok(a)
     };
     match check {
-        Check::Http(h) => {
-            let a = addr(h.port)?;
-            let method = format!("{:?}", h.method).to_uppercase();
-            let r = crate::http::request(a, &method, &h.path, &[], None, Duration::from_secs(5))?;
-            if r.status != h.status {
-                bail!(
-                    "{method} {} answered {}, expected {}",
-                    h.path,
-                    r.status,
-                    h.status
-                );
-            }
-            if !h.json.is_empty() {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.body).context("answer is not JSON")?;
-                for (k, want) in &h.json {
-                    let want = serde_json::to_value(want)?;
-                    if v.get(k) != Some(&want) {
-                        bail!("field `{k}` is {:?}, expected {want}", v.get(k));
-                    }
-                }
-            }
-            Ok(format!("{method} {} -> {}", h.path, r.status))
-        }
-        Check::Tcp(t) => {
-            let a = addr(t.port)?;
-            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3))?;
-            Ok(format!("port {} open", t.port))
+        // The same HTTP and TCP checks as smoke's (JSON field paths; a TCP port that Docker's
+        // proxy accepts while nothing listens behind it fails), through the forwarded port.
+        Check::Http(crate::model::HttpCheck { port, .. })
+        | Check::Tcp(crate::model::TcpCheck { port, .. }) => {
+            let ports = BTreeMap::from([(*port, addr(*port)?)]);
+            let reach = checks::Target {
+                container: None,
+                run_prefix: Vec::new(),
+                image: "",
+                ports: &ports,
+                limit: None,
+            };
+            checks::run(check, &reach, &mut BTreeMap::new())
         }
         Check::Command(c) => {
             let mut argv = vec!["docker".to_string(), "exec".into(), container.into()];
@@ -75,9 +61,15 @@ fn once(
         }
         Check::PythonImport(p) => {
             let (module, attr) = p.import.split_once(':').unwrap_or((p.import.as_str(), ""));
-            let program = "import importlib, sys\nm = importlib.import_module(sys.argv[1])\nfor a in filter(None, sys.argv[2].split('.')):\n    m = getattr(m, a)\n";
             let out = target.run(&[
-                "docker", "exec", container, "python3", "-c", program, module, attr,
+                "docker",
+                "exec",
+                container,
+                "python3",
+                "-c",
+                checks::IMPORT_PROGRAM,
+                module,
+                attr,
             ])?;
             if !out.status.success() {
                 bail!("import {} failed", p.import);

@@ -30,9 +30,12 @@ pub struct Context {
     pub hash: String,
 }
 
+/// `leave_out` names entries at the top of `dir` that are not part of the context (the
+/// descriptor, when the context is the service's own directory).
 pub fn assemble(
     dockerfile: &Path,
     dir: &Path,
+    leave_out: &[&str],
     args: &BTreeMap<String, String>,
     base_id: &str,
 ) -> Result<Context> {
@@ -40,7 +43,7 @@ pub fn assemble(
     builder.follow_symlinks(false);
     let text = fs::read(dockerfile).with_context(|| format!("read {}", dockerfile.display()))?;
     append(&mut builder, DOCKERFILE, &text, 0o644)?;
-    add_dir(&mut builder, dir, dir)?;
+    add_dir(&mut builder, dir, dir, leave_out)?;
     let tar = builder.into_inner()?;
 
     let mut h = Sha256::new();
@@ -63,14 +66,20 @@ fn skipped(name: &str) -> bool {
         || name == DOCKERFILE
 }
 
-fn add_dir(builder: &mut tar::Builder<Vec<u8>>, root: &Path, dir: &Path) -> Result<()> {
+fn add_dir(
+    builder: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    dir: &Path,
+    leave_out: &[&str],
+) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
         .collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
-        if skipped(&name.to_string_lossy()) {
+        let name = name.to_string_lossy();
+        if skipped(&name) || (dir == root && leave_out.contains(&name.as_ref())) {
             continue;
         }
         let path = entry.path();
@@ -83,7 +92,7 @@ fn add_dir(builder: &mut tar::Builder<Vec<u8>>, root: &Path, dir: &Path) -> Resu
         if meta.is_dir() {
             let mut header = header(tar::EntryType::Directory, 0o755, 0);
             builder.append_data(&mut header, format!("{rel}/"), std::io::empty())?;
-            add_dir(builder, root, &path)?;
+            add_dir(builder, root, &path, leave_out)?;
         } else if meta.file_type().is_symlink() {
             let target = fs::read_link(&path)?;
             let mut header = header(tar::EntryType::Symlink, 0o777, 0);
@@ -135,18 +144,18 @@ mod tests {
         fs::write(dir.join("src/__pycache__/a.pyc"), "junk").unwrap();
         let df = dir.join("Dockerfile");
         let args = BTreeMap::new();
-        let a = assemble(&df, &dir.join("src"), &args, "base1").unwrap();
+        let a = assemble(&df, &dir.join("src"), &[], &args, "base1").unwrap();
         // Caches do not count; the same content hashes the same.
         fs::write(dir.join("src/__pycache__/a.pyc"), "other junk").unwrap();
         assert_eq!(
             a.hash,
-            assemble(&df, &dir.join("src"), &args, "base1")
+            assemble(&df, &dir.join("src"), &[], &args, "base1")
                 .unwrap()
                 .hash
         );
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &args, "base2")
+            assemble(&df, &dir.join("src"), &[], &args, "base2")
                 .unwrap()
                 .hash
         );
@@ -154,17 +163,47 @@ mod tests {
         args2.insert("X".to_string(), "1".to_string());
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &args2, "base1")
+            assemble(&df, &dir.join("src"), &[], &args2, "base1")
                 .unwrap()
                 .hash
         );
         fs::write(dir.join("src/a.py"), "print(2)\n").unwrap();
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &args, "base1")
+            assemble(&df, &dir.join("src"), &[], &args, "base1")
                 .unwrap()
                 .hash
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn left_out_names_count_only_at_the_top() {
+        let dir = std::env::temp_dir().join(format!("xtask-ctx-out-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("conf")).unwrap();
+        fs::write(dir.join("Dockerfile"), "FROM x\n").unwrap();
+        fs::write(dir.join("service.toml"), "name = \"a\"\n").unwrap();
+        fs::write(dir.join("conf/service.toml"), "kept = true\n").unwrap();
+        let df = dir.join("Dockerfile");
+        let args = BTreeMap::new();
+        let a = assemble(&df, &dir, &["service.toml"], &args, "b").unwrap();
+        fs::write(dir.join("service.toml"), "name = \"a\"\n# edited\n").unwrap();
+        let b = assemble(&df, &dir, &["service.toml"], &args, "b").unwrap();
+        assert_eq!(
+            a.hash, b.hash,
+            "the top-level descriptor is not in the context"
+        );
+        let names: Vec<String> = tar::Archive::new(&b.tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(
+            names.contains(&"conf/service.toml".to_string()),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"service.toml".to_string()), "{names:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -143,7 +143,22 @@ pub fn build(
 ) -> Result<Vec<Built>> {
     let services = select(model, names)?;
     let progress = Progress::new();
-    // Sources first: a source that is not there fails at once, before minutes of base making.
+    // Sources first: a git source is fetched (or found in the cache) at its pin, and one that
+    // cannot be fetched fails the whole at once, naming it and how to set a mirror, before
+    // minutes of base making.
+    let git_sourced: Vec<String> = services
+        .iter()
+        .filter(|s| {
+            s.spec
+                .source
+                .as_ref()
+                .is_some_and(|src| src.path.is_none() && src.git.is_some())
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    if !git_sourced.is_empty() {
+        crate::sources::sync(model, &git_sourced, &progress)?;
+    }
     let sources: Vec<PathBuf> = services
         .iter()
         .map(|s| source_dir(model, s))
@@ -178,9 +193,17 @@ pub fn build(
         }
         let mut args = image.args.clone();
         args.insert("BASE_IMAGE".into(), image.base.clone());
+        // The descriptor describes the image rather than being part of it: editing a check
+        // must not rebuild an image whose context is the service's own directory.
+        let leave_out: &[&str] = if ctx_dir == s.dir {
+            &["service.toml"]
+        } else {
+            &[]
+        };
         let ctx = context::assemble(
             &s.dir.join(&image.dockerfile),
             &ctx_dir,
+            leave_out,
             &args,
             &base_ids[&image.base],
         )

@@ -368,6 +368,18 @@ fn service(model: &Model, s: &Service, doc: &Doc, diags: &mut Vec<Diagnostic>) {
                     .expected(ENV_RULE),
                 );
             }
+            // An env file holds one variable a line: a line break would smuggle in another
+            // variable (or cut this one short), and a NUL ends the value early.
+            if v.contains(['\n', '\r', '\0']) {
+                diags.push(
+                    Diagnostic::at(
+                        doc,
+                        &key,
+                        format!("the value of `{k}` contains a line break or NUL"),
+                    )
+                    .expected("a value on one line"),
+                );
+            }
             for (svc, name) in secret_refs(v) {
                 match svc {
                     None if !declared.contains(name) => diags.push(

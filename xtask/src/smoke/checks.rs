@@ -38,6 +38,10 @@ impl Target<'_> {
     }
 }
 
+/// Imports `sys.argv[1]` and walks the attribute path `sys.argv[2]` (`a.b`, may be empty).
+/// The names travel as argv, never inside the program text.
+pub const IMPORT_PROGRAM: &str = "import importlib, sys\nm = importlib.import_module(sys.argv[1])\nfor a in filter(None, sys.argv[2].split('.')):\n    m = getattr(m, a)\n";
+
 /// Runs one check; `vars` carries values captured by earlier checks of the same service.
 pub fn run(
     check: &Check,
@@ -99,9 +103,7 @@ pub fn run(
         }
         Check::PythonImport(p) => {
             let (module, attr) = p.import.split_once(':').unwrap_or((p.import.as_str(), ""));
-            // The names travel as argv, never inside the program text.
-            let program = "import importlib, sys\nm = importlib.import_module(sys.argv[1])\nfor a in filter(None, sys.argv[2].split('.')):\n    m = getattr(m, a)\n";
-            let argv: Vec<String> = ["python3", "-c", program, module, attr]
+            let argv: Vec<String> = ["python3", "-c", IMPORT_PROGRAM, module, attr]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();

@@ -2,7 +2,7 @@
 //! every declared check run, everything torn down afterwards (also on failure and Ctrl-C; a
 //! killed run's leftovers are swept by the next run).
 
-mod checks;
+pub mod checks;
 mod env;
 mod junit;
 
