@@ -903,8 +903,8 @@ fn ssh_docker_shell_metacharacters_reach_the_host_verbatim_and_run_nothing() {
         "something ran in the container"
     );
 
-    // A line break cannot be carried by an env file: refused, naming the variable, and
-    // nothing changes on the host.
+    // A line break cannot be carried by an env file: refused when the descriptors are read,
+    // naming the file, line and variable, and nothing changes on the host.
     let api = id_of("xtask-testbox-notes-api").unwrap();
     ws.edit(
         "services/notes-api/service.toml",
@@ -916,9 +916,11 @@ fn ssh_docker_shell_metacharacters_reach_the_host_verbatim_and_run_nothing() {
         assert_eq!(out.status.code(), Some(1), "{cmd}: {}", both(&out));
         let err = text(&out.stderr);
         assert!(
-            err.contains(
-                "the value of HOSTILE contains a line break, which an env file cannot carry"
-            ),
+            err.contains("the value of `HOSTILE` contains a line break or NUL"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            err.contains("--> services/notes-api/service.toml:18:11 (key `run.env.HOSTILE`)"),
             "{cmd}: {err}"
         );
     }

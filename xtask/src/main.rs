@@ -79,6 +79,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.workspace.unwrap_or_else(default_root);
+    // Absolute from here on: paths derived from the root end up on hosts, in env files and in
+    // client configs, where a relative path would mean something else.
+    let root = std::path::absolute(&root).unwrap_or(root);
     let result = match cli.command {
         Command::Check => check::run(&root),
         Command::Status(args) => status::run(&root, &args),

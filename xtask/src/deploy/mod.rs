@@ -367,6 +367,36 @@ pub fn down(root: &Path, args: &DownArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The revision an image was built from, from its tags `xtask/SERVICE:REV`. Not from the
+/// image's label: an image is reused for every revision with the same content, and only the
+/// tags follow that. Several tags (equal content) show as the first and how many more.
+fn revision_of(target: &Target, service: &str, image: &str) -> String {
+    if image.is_empty() {
+        return "-".into();
+    }
+    let tags = target
+        .run_ok(&[
+            "docker",
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoTags}}{{.}}\n{{end}}",
+            image,
+        ])
+        .unwrap_or_default();
+    let prefix = format!("xtask/{service}:");
+    let mut revs: Vec<&str> = tags
+        .lines()
+        .filter_map(|t| t.strip_prefix(&prefix))
+        .collect();
+    revs.sort_unstable();
+    match revs.as_slice() {
+        [] => "-".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    }
+}
+
 pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
     let Some(model) = load(root)? else {
         return Ok(ExitCode::FAILURE);
@@ -376,13 +406,13 @@ pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
     let target = Target::for_host(&host.spec)?;
     let actual = observe::observe(&target, &host.name, &[])?;
     println!(
-        "{:28} {:10} {:30} {:14} uptime",
+        "{:28} {:10} {:30} {:20} uptime",
         "service", "state", "health", "revision"
     );
     for s in container_services(&model, host) {
         let name = container_name(&host.name, &s.name);
         let Some(a) = actual.containers.iter().find(|c| c.name == name) else {
-            println!("{:28} {:10} {:30} {:14} -", s.name, "absent", "-", "-");
+            println!("{:28} {:10} {:30} {:20} -", s.name, "absent", "-", "-");
             continue;
         };
         let info = target
@@ -390,11 +420,12 @@ pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
                 "docker",
                 "inspect",
                 "--format",
-                "{{index .Config.Labels \"xtask.revision\"}}\t{{.State.StartedAt}}",
+                "{{.Image}}\t{{.State.StartedAt}}",
                 &name,
             ])
             .unwrap_or_default();
-        let (rev, started) = info.split_once('\t').unwrap_or(("-", ""));
+        let (image, started) = info.trim().split_once('\t').unwrap_or(("", ""));
+        let rev = revision_of(&target, &s.name, image);
         let health = match (&s.spec.health, a.running) {
             (Some(h), true) => match health::probe(&target, &name, h) {
                 Ok(_) => "healthy".to_string(),
@@ -407,7 +438,7 @@ pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
         };
         let state = if a.running { "running" } else { "stopped" };
         println!(
-            "{:28} {:10} {:30} {:14} {}",
+            "{:28} {:10} {:30} {:20} {}",
             s.name,
             state,
             health,
