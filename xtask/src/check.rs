@@ -9,12 +9,8 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
     if !root.is_dir() {
         anyhow::bail!("workspace {} is not a directory", root.display());
     }
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     // Tracked files must hold no secret value and no real .env file.
     let secrets = crate::envfile::all_values(&model);

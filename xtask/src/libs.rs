@@ -730,12 +730,8 @@ fn to_json(venv: &Path, reports: &[LibReport]) -> serde_json::Value {
 
 pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     signals::install();
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     let opts = Options {
         installer: args.installer,

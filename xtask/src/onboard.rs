@@ -40,12 +40,8 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
         summary.push("doctor: skipped".into());
     }
 
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     // Current secrets are known to the redactor before any command can echo them.
     envfile::all_values(&model);

@@ -300,12 +300,8 @@ pub fn sync_all(
 
 pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     signals::install();
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     let progress = Progress::new();
     let started = Instant::now();

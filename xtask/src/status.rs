@@ -32,12 +32,8 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(host) = &args.host {
         return crate::deploy::status(root, host);
     }
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     let rows = rows(&model);
     if args.json {

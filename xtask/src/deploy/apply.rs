@@ -164,30 +164,23 @@ pub fn apply(
         .expect("host of the plan");
     super::integrate::apply(ctx, &changed, host)?;
     for item in &plan.items {
-        match (item.kind, &item.action) {
-            (Kind::Network, Action::Create) => {
-                let mut argv = vec!["docker".to_string(), "network".into(), "create".into()];
-                argv.extend([
-                    "--label".into(),
-                    "xtask.project=xtask".into(),
-                    "--label".into(),
-                    format!("{HOST_LABEL}={}", ctx.host),
-                ]);
-                argv.push(item.name.clone());
-                ctx.target.run_ok(&argv)?;
-            }
-            (Kind::Volume, Action::Create) => {
-                let mut argv = vec!["docker".to_string(), "volume".into(), "create".into()];
-                argv.extend([
-                    "--label".into(),
-                    "xtask.project=xtask".into(),
-                    "--label".into(),
-                    format!("{HOST_LABEL}={}", ctx.host),
-                ]);
-                argv.push(item.name.clone());
-                ctx.target.run_ok(&argv)?;
-            }
-            _ => {}
+        if let (kind @ (Kind::Network | Kind::Volume), Action::Create) = (item.kind, &item.action) {
+            let what = if kind == Kind::Network {
+                "network"
+            } else {
+                "volume"
+            };
+            let argv = [
+                "docker".to_string(),
+                what.into(),
+                "create".into(),
+                "--label".into(),
+                "xtask.project=xtask".into(),
+                "--label".into(),
+                format!("{HOST_LABEL}={}", ctx.host),
+                item.name.clone(),
+            ];
+            ctx.target.run_ok(&argv)?;
         }
     }
     for c in &desired.containers {

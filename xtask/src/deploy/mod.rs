@@ -66,13 +66,7 @@ pub struct LogsArgs {
 }
 
 fn load(root: &Path) -> Result<Option<Model>> {
-    match model::load(root) {
-        Ok(m) => Ok(Some(m)),
-        Err(errors) => {
-            eprintln!("{errors}");
-            Ok(None)
-        }
-    }
+    Ok(model::load_reported(root))
 }
 
 fn host<'m>(model: &'m Model, name: &str) -> Result<&'m Host> {

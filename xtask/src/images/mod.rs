@@ -42,12 +42,8 @@ pub struct Built {
 }
 
 pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     let jobs = args.jobs.unwrap_or_else(default_jobs);
     let started = Instant::now();

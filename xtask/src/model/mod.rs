@@ -97,6 +97,11 @@ impl fmt::Display for LoadErrors {
 
 impl std::error::Error for LoadErrors {}
 
+/// [`load`] for a command: the errors go to stderr (the command then exits 1).
+pub fn load_reported(root: &Path) -> Option<Model> {
+    load(root).map_err(|errors| eprintln!("{errors}")).ok()
+}
+
 /// Loads and validates the workspace at `root`. Collects every error rather than the first.
 pub fn load(root: &Path) -> Result<Model, LoadErrors> {
     let mut docs = Vec::new();

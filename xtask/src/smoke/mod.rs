@@ -42,12 +42,8 @@ pub struct Outcome {
 
 pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     signals::install();
-    let model = match model::load(root) {
-        Ok(m) => m,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(model) = model::load_reported(root) else {
+        return Ok(ExitCode::FAILURE);
     };
     let services = select(&model, &args.services)?;
     for id in env::sweep() {
@@ -462,32 +458,8 @@ fn write_env_file(
     s: &Service,
     values: &BTreeMap<(String, String), String>,
 ) -> Result<PathBuf> {
-    let mut text = String::new();
-    for (k, v) in s.spec.run.iter().flat_map(|r| &r.env) {
-        let mut out = String::new();
-        let mut rest = v.as_str();
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else { break };
-            let inner = &after[..end];
-            let key = match inner.split_once('.') {
-                Some((svc, name)) => (svc.to_string(), name.to_string()),
-                None => (s.name.clone(), inner.to_string()),
-            };
-            // An optional secret that is not set becomes empty.
-            out.push_str(values.get(&key).map(String::as_str).unwrap_or(""));
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        if out.contains('\n') {
-            bail!(
-                "`{}`: env value of {k} contains a line break, which an env file cannot carry",
-                s.name
-            );
-        }
-        text.push_str(&format!("{k}={out}\n"));
-    }
+    // The same rendering as a deployed env file (and the same refusal of line breaks).
+    let text = crate::envfile::render_env(s, values)?;
     let path = env.dir.join(format!("{}.env", s.name));
     write_private(&path, &text)?;
     Ok(path)
