@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use engine::{docker, docker_quiet, eco_copy, image_id, image_label, image_lines, Images};
@@ -388,4 +389,64 @@ fn docker_api_image_answers_its_health_route() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn docker_wheelhouse_build_installs_without_network_and_keeps_no_pip_setting() {
+    let _serial = engine::serial();
+    let ws = eco_copy("build-wheelhouse");
+    let df = ws.path().join("services/notes-api/Dockerfile");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&df).unwrap();
+    writeln!(f, "# wheelhouse test {}", nonce()).unwrap();
+    drop(f);
+    let mut made = Images::default();
+    let build = |value: &str| {
+        let out = std::process::Command::new(tests::xtask_bin())
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(["build", "notes-api"])
+            .env("XTASK_WHEELHOUSE", value)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+
+    let (code, stdout, stderr) = build("1");
+    let lines = image_lines(&stderr);
+    for (_, what, reference) in &lines {
+        if what == "built" {
+            made.0.push(reference.clone());
+        }
+    }
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    assert!(
+        stderr.contains("notes-api: making its wheelhouse"),
+        "{stderr}"
+    );
+    let [(_, what, reference)] = lines.as_slice() else {
+        panic!("one image line expected:\n{stderr}");
+    };
+    assert_eq!(what, "built", "{stderr}");
+    assert_eq!(image_label(reference, "xtask.wheelhouse"), "true");
+    // The requirement came from the wheelhouse (the build had no network at all), and the
+    // image keeps no setting that would stop pip from using an index later.
+    let import = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", reference])
+        .args(["python", "-c", "import pg8000"])
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    let env = docker(&["image", "inspect", "--format", "{{.Config.Env}}", reference]);
+    assert!(!env.contains("PIP_NO_INDEX"), "{env}");
+    assert!(!env.contains("PIP_FIND_LINKS"), "{env}");
+
+    // Nothing changed: the same image, no build (and no pip run for the wheelhouse).
+    let (code, stdout, stderr) = build("1");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(summary(&stdout), (1, 0, 1), "{stderr}\n{stdout}");
+
+    // A setting that means nothing is refused, naming it.
+    let (code, _, stderr) = build("yes");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("XTASK_WHEELHOUSE=\"yes\""), "{stderr}");
 }

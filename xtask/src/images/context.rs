@@ -32,18 +32,22 @@ pub struct Context {
 
 /// `leave_out` names entries at the top of `dir` that are not part of the context (the
 /// descriptor, when the context is the service's own directory).
+/// `extra` files are added after the directory's (the wheelhouse).
 pub fn assemble(
-    dockerfile: &Path,
+    dockerfile: &[u8],
     dir: &Path,
     leave_out: &[&str],
+    extra: &[(String, Vec<u8>)],
     args: &BTreeMap<String, String>,
     base_id: &str,
 ) -> Result<Context> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    let text = fs::read(dockerfile).with_context(|| format!("read {}", dockerfile.display()))?;
-    append(&mut builder, DOCKERFILE, &text, 0o644)?;
+    append(&mut builder, DOCKERFILE, dockerfile, 0o644)?;
     add_dir(&mut builder, dir, dir, leave_out)?;
+    for (path, data) in extra {
+        append(&mut builder, path, data, 0o644)?;
+    }
     let tar = builder.into_inner()?;
 
     let mut h = Sha256::new();
@@ -142,20 +146,20 @@ mod tests {
         fs::write(dir.join("Dockerfile"), "FROM x\n").unwrap();
         fs::write(dir.join("src/a.py"), "print(1)\n").unwrap();
         fs::write(dir.join("src/__pycache__/a.pyc"), "junk").unwrap();
-        let df = dir.join("Dockerfile");
+        let df = fs::read(dir.join("Dockerfile")).unwrap();
         let args = BTreeMap::new();
-        let a = assemble(&df, &dir.join("src"), &[], &args, "base1").unwrap();
+        let a = assemble(&df, &dir.join("src"), &[], &[], &args, "base1").unwrap();
         // Caches do not count; the same content hashes the same.
         fs::write(dir.join("src/__pycache__/a.pyc"), "other junk").unwrap();
         assert_eq!(
             a.hash,
-            assemble(&df, &dir.join("src"), &[], &args, "base1")
+            assemble(&df, &dir.join("src"), &[], &[], &args, "base1")
                 .unwrap()
                 .hash
         );
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &[], &args, "base2")
+            assemble(&df, &dir.join("src"), &[], &[], &args, "base2")
                 .unwrap()
                 .hash
         );
@@ -163,14 +167,14 @@ mod tests {
         args2.insert("X".to_string(), "1".to_string());
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &[], &args2, "base1")
+            assemble(&df, &dir.join("src"), &[], &[], &args2, "base1")
                 .unwrap()
                 .hash
         );
         fs::write(dir.join("src/a.py"), "print(2)\n").unwrap();
         assert_ne!(
             a.hash,
-            assemble(&df, &dir.join("src"), &[], &args, "base1")
+            assemble(&df, &dir.join("src"), &[], &[], &args, "base1")
                 .unwrap()
                 .hash
         );
@@ -185,11 +189,11 @@ mod tests {
         fs::write(dir.join("Dockerfile"), "FROM x\n").unwrap();
         fs::write(dir.join("service.toml"), "name = \"a\"\n").unwrap();
         fs::write(dir.join("conf/service.toml"), "kept = true\n").unwrap();
-        let df = dir.join("Dockerfile");
+        let df = fs::read(dir.join("Dockerfile")).unwrap();
         let args = BTreeMap::new();
-        let a = assemble(&df, &dir, &["service.toml"], &args, "b").unwrap();
+        let a = assemble(&df, &dir, &["service.toml"], &[], &args, "b").unwrap();
         fs::write(dir.join("service.toml"), "name = \"a\"\n# edited\n").unwrap();
-        let b = assemble(&df, &dir, &["service.toml"], &args, "b").unwrap();
+        let b = assemble(&df, &dir, &["service.toml"], &[], &args, "b").unwrap();
         assert_eq!(
             a.hash, b.hash,
             "the top-level descriptor is not in the context"

@@ -4,6 +4,7 @@
 
 pub mod base;
 mod context;
+mod wheelhouse;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -128,6 +129,94 @@ struct Job {
     args: BTreeMap<String, String>,
     tar: Vec<u8>,
     labels: Vec<(String, String)>,
+    /// Built from a wheelhouse, with no network.
+    offline: bool,
+}
+
+enum Prepared {
+    Cached(Built),
+    Build(Job),
+}
+
+/// The build context of one service and whether an image of it exists (then it is tagged with
+/// this revision and nothing is built).
+fn prepare(
+    model: &Model,
+    s: &Service,
+    src: &Path,
+    base_ids: &BTreeMap<String, String>,
+    wheels: bool,
+    existing: &[(String, String, Vec<String>)],
+    progress: &Progress,
+) -> Result<Prepared> {
+    let image = s.spec.image.as_ref().expect("selected");
+    let ctx_dir = match &image.context {
+        Some(c) => src.join(c),
+        None => src.to_path_buf(),
+    };
+    if !ctx_dir.is_dir() {
+        bail!(
+            "`{}`: build context {} does not exist",
+            s.name,
+            ctx_dir.display()
+        );
+    }
+    let mut args = image.args.clone();
+    args.insert("BASE_IMAGE".into(), image.base.clone());
+    // The descriptor describes the image rather than being part of it: editing a check
+    // must not rebuild an image whose context is the service's own directory.
+    let leave_out: &[&str] = if ctx_dir == s.dir {
+        &["service.toml"]
+    } else {
+        &[]
+    };
+    let path = s.dir.join(&image.dockerfile);
+    let mut dockerfile =
+        std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut extra = Vec::new();
+    if wheels {
+        progress.line(&format!("{}: making its wheelhouse", s.name));
+        extra = wheelhouse::make(&model.root, &s.name, &ctx_dir)?;
+        dockerfile = wheelhouse::dockerfile(&String::from_utf8_lossy(&dockerfile)).into_bytes();
+    }
+    let ctx = context::assemble(
+        &dockerfile,
+        &ctx_dir,
+        leave_out,
+        &extra,
+        &args,
+        &base_ids[&image.base],
+    )
+    .with_context(|| format!("`{}`: assemble the build context", s.name))?;
+    let rev = git::revision(src);
+    let reference = format!("xtask/{}:{}", s.name, rev.tag(&ctx.hash));
+    if let Some((id, _, tags)) = existing.iter().find(|(_, h, _)| *h == ctx.hash) {
+        if !tags.contains(&reference) {
+            docker::tag(id, &reference)?;
+        }
+        progress.line(&format!("{}: cached {reference}", s.name));
+        return Ok(Prepared::Cached(Built {
+            service: s.name.clone(),
+            image_id: id.clone(),
+            ran_build: false,
+        }));
+    }
+    let labels = vec![
+        ("xtask.project".to_string(), "xtask".to_string()),
+        ("xtask.service".to_string(), s.name.clone()),
+        (HASH_LABEL.to_string(), ctx.hash),
+        ("xtask.revision".to_string(), rev.short.clone()),
+        ("xtask.dirty".to_string(), rev.dirty.to_string()),
+        ("xtask.wheelhouse".to_string(), wheels.to_string()),
+    ];
+    Ok(Prepared::Build(Job {
+        service: s.name.clone(),
+        reference,
+        args,
+        tar: ctx.tar,
+        labels,
+        offline: wheels,
+    }))
 }
 
 /// Builds (or finds) the images of `names`; returns one `Built` per service.
@@ -171,68 +260,50 @@ pub fn build(
         base_ids.insert(b.to_string(), base::ensure(b, rebuild_base, &log)?);
     }
 
+    let existing = docker::images_with_label(HASH_LABEL)?;
+    let forced = wheelhouse::forced()?;
     let mut jobs_todo = Vec::new();
     let mut done = Vec::new();
-    let existing = docker::images_with_label(HASH_LABEL)?;
-    for (s, src) in services.iter().zip(sources) {
-        let image = s.spec.image.as_ref().expect("selected");
-        let ctx_dir = match &image.context {
-            Some(c) => src.join(c),
-            None => src.clone(),
-        };
-        if !ctx_dir.is_dir() {
-            bail!(
-                "`{}`: build context {} does not exist",
-                s.name,
-                ctx_dir.display()
-            );
+    let mut misses = Vec::new();
+    for (s, src) in services.iter().zip(&sources) {
+        match prepare(
+            model,
+            s,
+            src,
+            &base_ids,
+            forced == Some(true),
+            &existing,
+            &progress,
+        )? {
+            Prepared::Cached(b) => done.push(b),
+            Prepared::Build(job) => misses.push((s, src, job)),
         }
-        let mut args = image.args.clone();
-        args.insert("BASE_IMAGE".into(), image.base.clone());
-        // The descriptor describes the image rather than being part of it: editing a check
-        // must not rebuild an image whose context is the service's own directory.
-        let leave_out: &[&str] = if ctx_dir == s.dir {
-            &["service.toml"]
-        } else {
-            &[]
-        };
-        let ctx = context::assemble(
-            &s.dir.join(&image.dockerfile),
-            &ctx_dir,
-            leave_out,
-            &args,
-            &base_ids[&image.base],
-        )
-        .with_context(|| format!("`{}`: assemble the build context", s.name))?;
-        let rev = git::revision(&src);
-        let reference = format!("xtask/{}:{}", s.name, rev.tag(&ctx.hash));
-        if let Some((id, _, tags)) = existing.iter().find(|(_, h, _)| *h == ctx.hash) {
-            if !tags.contains(&reference) {
-                docker::tag(id, &reference)?;
+    }
+    // Whether builds reach the package index is asked only when something must be built, of
+    // one container, once; where they do not, the builds use a wheelhouse made on the host.
+    let offline = match (forced, misses.first()) {
+        (None, Some((s, _, _))) => {
+            let base = &s.spec.image.as_ref().expect("selected").base;
+            let reachable = wheelhouse::index_reachable(base);
+            if !reachable {
+                progress.line(&format!(
+                    "build containers do not reach the package index here: building from a wheelhouse made on this machine (set {}=0 to never do so)",
+                    wheelhouse::ENV
+                ));
             }
-            progress.line(&format!("{}: cached {reference}", s.name));
-            done.push(Built {
-                service: s.name.clone(),
-                image_id: id.clone(),
-                ran_build: false,
-            });
+            !reachable
+        }
+        _ => false,
+    };
+    for (s, src, job) in misses {
+        if !offline {
+            jobs_todo.push(job);
             continue;
         }
-        let labels = vec![
-            ("xtask.project".to_string(), "xtask".to_string()),
-            ("xtask.service".to_string(), s.name.clone()),
-            (HASH_LABEL.to_string(), ctx.hash),
-            ("xtask.revision".to_string(), rev.short.clone()),
-            ("xtask.dirty".to_string(), rev.dirty.to_string()),
-        ];
-        jobs_todo.push(Job {
-            service: s.name.clone(),
-            reference,
-
-            args,
-            tar: ctx.tar,
-            labels,
-        });
+        match prepare(model, s, src, &base_ids, true, &existing, &progress)? {
+            Prepared::Cached(b) => done.push(b),
+            Prepared::Build(job) => jobs_todo.push(job),
+        }
     }
 
     let queue = Arc::new(Mutex::new(jobs_todo));
@@ -295,6 +366,10 @@ fn run_build(job: &Job, progress: &Progress) -> Result<String> {
     }
     for (k, v) in &job.labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
+    }
+    if job.offline {
+        // Everything it installs is in the context: no network proves that.
+        cmd.args(["--network", "none"]);
     }
     cmd.arg("-");
     cmd.stdin(Stdio::piped())
