@@ -126,6 +126,7 @@ pub fn apply(ctx: &Ctx<'_>, changed: &[&DesiredFile], host: &Host) -> Result<()>
                     ctx.target.run_ok(&argv)?;
                 }
                 ctx.progress.line("firewall rules applied");
+                ctx.progress.line(&apply_docker_user(ctx.target, host)?);
             }
             NGINX | CRON | UFW => ctx.progress.line(&format!(
                 "{} rendered at {} (not applied: the host lacks the program, or `up` does not run as root there)",
@@ -135,6 +136,28 @@ pub fn apply(ctx: &Ctx<'_>, changed: &[&DesiredFile], host: &Host) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// The firewall rules for the ports Docker publishes, which ufw does not see; says what it did.
+pub fn apply_docker_user(target: &Target, host: &Host) -> Result<String> {
+    let chain = render::ufw::docker_chain(host);
+    let out = target.run_input(
+        &["sh", "-c", render::ufw::DOCKER_APPLY, "sh", &chain],
+        render::ufw::docker_rules(host).as_bytes(),
+    )?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the firewall rules for Docker's published ports were not applied (chain {chain}):\n{}",
+            crate::proc::tail(&String::from_utf8_lossy(&out.stderr), 10)
+        );
+    }
+    Ok(
+        if String::from_utf8_lossy(&out.stdout).contains("no-docker-user") {
+            "no DOCKER-USER chain on the host (Docker not running?): rules for published ports not applied".into()
+        } else {
+            format!("firewall rules for Docker's published ports applied (chain {chain}, from DOCKER-USER)")
+        },
+    )
 }
 
 /// Removes each existing file of `$@` and prints the ones it removed; a file it may not remove
@@ -193,8 +216,10 @@ pub fn remove(host: &Host, paths: &[String], target: &Target) -> Result<Vec<Stri
     }
     if !host.spec.firewall.is_empty() {
         said.push(
-            "firewall rules, if `up` applied them, stay in place (`ufw delete` removes a rule)"
-                .into(),
+            format!(
+                "firewall rules, if `up` applied them, stay in place (`ufw delete` removes a rule; `iptables -D DOCKER-USER -j {0}`, `iptables -F {0}`, `iptables -X {0}` the chain for Docker's ports)",
+                render::ufw::docker_chain(host)
+            ),
         );
     }
     Ok(said)
