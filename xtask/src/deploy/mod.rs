@@ -228,6 +228,11 @@ fn secret_values(
     envfile::values_for(model, &services)
 }
 
+/// The chain for Docker's published ports, when the host has firewall rules.
+fn firewall_chain(host: &Host) -> Option<String> {
+    (!host.spec.firewall.is_empty()).then(|| crate::render::ufw::docker_chain(host))
+}
+
 pub fn plan(root: &Path, args: &PlanArgs) -> Result<ExitCode> {
     let Some(model) = load(root)? else {
         return Ok(ExitCode::FAILURE);
@@ -238,7 +243,8 @@ pub fn plan(root: &Path, args: &PlanArgs) -> Result<ExitCode> {
     let values = secret_values(&model, host, false)?;
     let (d, notes) = desired_any(&model, host, &values, &Default::default())?;
     let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
-    let actual = observe::observe(&target, &host.name, &paths)?;
+    let chain = firewall_chain(host);
+    let actual = observe::observe(&target, &host.name, &paths, chain.as_deref())?;
     let p = plan::diff(&d, &actual);
     println!("plan for {}:\n{p}", host.name);
     show_diffs(&d, &p);
@@ -277,9 +283,10 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
     // desired state has the same ones.
     let (mut d, mut notes) = desired_any(&model, host, &values, &Default::default())?;
     let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
-    let mut actual = observe::observe(&target, &host.name, &paths)?;
+    let chain = firewall_chain(host);
+    let mut actual = observe::observe(&target, &host.name, &paths, chain.as_deref())?;
     if apply::repair(&ctx, &actual)? {
-        actual = observe::observe(&target, &host.name, &paths)?;
+        actual = observe::observe(&target, &host.name, &paths, chain.as_deref())?;
     }
     if args.rollback {
         let mut previous = std::collections::BTreeMap::new();
@@ -317,7 +324,7 @@ pub fn down(root: &Path, args: &DownArgs) -> Result<ExitCode> {
     let root_dir = root_dir(&model, host);
     let say = |m: &str| progress.line(m);
     let lock = lock::Lock::acquire(&target, &root_dir, true, &say)?;
-    let actual = observe::observe(&target, &host.name, &[])?;
+    let actual = observe::observe(&target, &host.name, &[], None)?;
     for c in &actual.containers {
         target.run_ok(&["docker", "rm", "-f", &c.name])?;
         progress.line(&format!("removed container {}", c.name));
@@ -398,7 +405,7 @@ pub fn status(root: &Path, host_name: &str) -> Result<ExitCode> {
     let host = host(&model, host_name)?;
     machine(host)?;
     let target = Target::for_host(&host.spec)?;
-    let actual = observe::observe(&target, &host.name, &[])?;
+    let actual = observe::observe(&target, &host.name, &[], None)?;
     println!(
         "{:28} {:10} {:30} {:20} uptime",
         "service", "state", "health", "revision"

@@ -28,12 +28,22 @@ pub struct Actual {
     pub networks: Vec<String>,
     /// Path -> sha256 of the file on the host (absent: no such file).
     pub files: BTreeMap<String, String>,
+    /// The host could hold the firewall chain for Docker's published ports (root, ufw and
+    /// Docker's DOCKER-USER chain are there) and it is not loaded: after a reboot, say, as
+    /// iptables rules outside ufw's own do not survive one.
+    pub firewall_missing: bool,
 }
 
 const SEP: &str = "@@xtask@@";
 
 /// One shell program, every dynamic part quoted, run in one `sh -c` on the target.
-pub fn observe(target: &Target, host: &str, file_paths: &[String]) -> Result<Actual> {
+/// `firewall` is the chain for Docker's published ports, when the host has firewall rules.
+pub fn observe(
+    target: &Target,
+    host: &str,
+    file_paths: &[String],
+    firewall: Option<&str>,
+) -> Result<Actual> {
     let filter = quote::quote(&format!("label={HOST_LABEL}={host}"))?;
     let format = quote::quote(&format!(
         "{{{{.Names}}}}\t{{{{.State}}}}\t{{{{.Label \"{SERVICE_LABEL}\"}}}}\t{{{{.Label \"{HASH_LABEL}\"}}}}\t{{{{.Label \"{IMAGE_HASH_LABEL}\"}}}}\t{{{{.Label \"{ENV_HASH_LABEL}\"}}}}\t{{{{.Label \"{RUN_HASH_LABEL}\"}}}}\t{{{{.Image}}}}\t{{{{.Label \"{PREVIOUS_LABEL}\"}}}}"
@@ -48,6 +58,15 @@ pub fn observe(target: &Target, host: &str, file_paths: &[String]) -> Result<Act
         let q = quote::quote(p)?;
         script.push_str(&format!(
             "if [ -f {q} ]; then printf '%s\\t' {q}; sha256sum < {q} | cut -d' ' -f1; fi\n"
+        ));
+    }
+    if let Some(chain) = firewall {
+        let q = quote::quote(chain)?;
+        script.push_str(&format!(
+            "echo {SEP}firewall\n\
+             if [ \"$(id -u)\" = 0 ] && command -v ufw >/dev/null 2>&1 \\\n\
+             && iptables -w -n -L DOCKER-USER >/dev/null 2>&1 \\\n\
+             && ! iptables -w -n -L {q} >/dev/null 2>&1; then echo missing; fi\n"
         ));
     }
     let out = target
@@ -65,6 +84,7 @@ fn parse(out: &str) -> Result<Actual> {
                 "containers" => "containers",
                 "volumes" => "volumes",
                 "networks" => "networks",
+                "firewall" => "firewall",
                 _ => "files",
             };
             continue;
@@ -92,6 +112,7 @@ fn parse(out: &str) -> Result<Actual> {
             }
             "volumes" => actual.volumes.push(line.to_string()),
             "networks" => actual.networks.push(line.to_string()),
+            "firewall" => actual.firewall_missing |= line == "missing",
             "files" => {
                 if let Some((p, h)) = line.split_once('\t') {
                     actual.files.insert(p.to_string(), h.trim().to_string());

@@ -86,6 +86,12 @@ pub fn diff(desired: &Desired, actual: &Actual) -> Plan {
         let hash = file_hash(&file.content);
         let action = match actual.files.get(&file.path) {
             None => Action::Create,
+            // Applying the rules again is what loads the chain.
+            Some(h)
+                if *h == hash && actual.firewall_missing && file.what == super::integrate::UFW =>
+            {
+                Action::Replace("the rules for Docker's published ports are not loaded".into())
+            }
             Some(h) if *h == hash => Action::Unchanged,
             Some(_) => Action::Replace("content changed".into()),
         };
@@ -182,4 +188,49 @@ pub fn diff(desired: &Desired, actual: &Actual) -> Plan {
 /// sha256 of a file's bytes, as `sha256sum` prints it on the host.
 pub fn file_hash(content: &[u8]) -> String {
     crate::images::base::hex(&sha2::Sha256::digest(content))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::desired::DesiredFile;
+    use super::*;
+
+    fn file(path: &str, what: &str) -> DesiredFile {
+        DesiredFile {
+            path: path.into(),
+            content: b"same".to_vec(),
+            mode: 0o644,
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn an_unloaded_firewall_chain_replaces_only_the_firewall_file() {
+        let desired = Desired {
+            files: vec![
+                file("/r/ufw.sh", super::super::integrate::UFW),
+                file("/r/cron", super::super::integrate::CRON),
+            ],
+            ..Desired::default()
+        };
+        let mut actual = Actual::default();
+        for f in &desired.files {
+            actual.files.insert(f.path.clone(), file_hash(&f.content));
+        }
+        let actions = |a: &Actual| -> Vec<Action> {
+            diff(&desired, a)
+                .items
+                .into_iter()
+                .map(|i| i.action)
+                .collect()
+        };
+        assert_eq!(actions(&actual), [Action::Unchanged, Action::Unchanged]);
+        actual.firewall_missing = true;
+        let got = actions(&actual);
+        assert!(
+            matches!(&got[0], Action::Replace(r) if r.contains("not loaded")),
+            "{got:?}"
+        );
+        assert_eq!(got[1], Action::Unchanged);
+    }
 }
