@@ -392,7 +392,7 @@ fn docker_api_image_answers_its_health_route() {
 }
 
 #[test]
-fn docker_wheelhouse_build_installs_without_network_and_keeps_no_pip_setting() {
+fn docker_build_without_the_index_uses_a_wheelhouse_installs_offline_and_keeps_no_pip_setting() {
     let _serial = engine::serial();
     let ws = eco_copy("build-wheelhouse");
     let df = ws.path().join("services/notes-api/Dockerfile");
@@ -400,18 +400,23 @@ fn docker_wheelhouse_build_installs_without_network_and_keeps_no_pip_setting() {
     writeln!(f, "# wheelhouse test {}", nonce()).unwrap();
     drop(f);
     let mut made = Images::default();
-    let build = |value: &str| {
-        let out = std::process::Command::new(tests::xtask_bin())
-            .arg("--workspace")
+    let build = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(tests::xtask_bin());
+        cmd.arg("--workspace")
             .arg(ws.path())
             .args(["build", "notes-api"])
-            .env("XTASK_WHEELHOUSE", value)
-            .output()
-            .unwrap();
+            .env_remove("XTASK_WHEELHOUSE")
+            .env_remove("XTASK_BUILD_NETWORK");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
 
-    let (code, stdout, stderr) = build("1");
+    // Builds on a network with no way out: the tool finds that out by itself (one container
+    // asks the index) and builds from a wheelhouse made on this machine.
+    let (code, stdout, stderr) = build(&[("XTASK_BUILD_NETWORK", "none")]);
     let lines = image_lines(&stderr);
     for (_, what, reference) in &lines {
         if what == "built" {
@@ -440,13 +445,21 @@ fn docker_wheelhouse_build_installs_without_network_and_keeps_no_pip_setting() {
     assert!(!env.contains("PIP_NO_INDEX"), "{env}");
     assert!(!env.contains("PIP_FIND_LINKS"), "{env}");
 
-    // Nothing changed: the same image, no build (and no pip run for the wheelhouse).
-    let (code, stdout, stderr) = build("1");
+    // Asked for outright, a wheelhouse build is the same content: the same image, no build
+    // (and no pip run for the wheelhouse, which is kept).
+    let (code, stdout, stderr) = build(&[("XTASK_WHEELHOUSE", "1")]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(summary(&stdout), (1, 0, 1), "{stderr}\n{stdout}");
+    assert!(!stderr.contains("package index"), "{stderr}");
 
-    // A setting that means nothing is refused, naming it.
-    let (code, _, stderr) = build("yes");
+    // Settings that mean nothing are refused, naming them.
+    let (code, _, stderr) = build(&[("XTASK_BUILD_NETWORK", "--privileged")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("XTASK_BUILD_NETWORK=\"--privileged\""),
+        "{stderr}"
+    );
+    let (code, _, stderr) = build(&[("XTASK_WHEELHOUSE", "yes")]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("XTASK_WHEELHOUSE=\"yes\""), "{stderr}");
 }

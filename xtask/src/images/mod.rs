@@ -129,8 +129,8 @@ struct Job {
     args: BTreeMap<String, String>,
     tar: Vec<u8>,
     labels: Vec<(String, String)>,
-    /// Built from a wheelhouse, with no network.
-    offline: bool,
+    /// `docker build --network`: `none` for a wheelhouse build.
+    network: Option<String>,
 }
 
 enum Prepared {
@@ -215,7 +215,7 @@ fn prepare(
         args,
         tar: ctx.tar,
         labels,
-        offline: wheels,
+        network: wheels.then(|| "none".to_string()),
     }))
 }
 
@@ -262,6 +262,7 @@ pub fn build(
 
     let existing = docker::images_with_label(HASH_LABEL)?;
     let forced = wheelhouse::forced()?;
+    let network = wheelhouse::build_network()?;
     let mut jobs_todo = Vec::new();
     let mut done = Vec::new();
     let mut misses = Vec::new();
@@ -284,7 +285,7 @@ pub fn build(
     let offline = match (forced, misses.first()) {
         (None, Some((s, _, _))) => {
             let base = &s.spec.image.as_ref().expect("selected").base;
-            let reachable = wheelhouse::index_reachable(base);
+            let reachable = wheelhouse::index_reachable(base, network.as_deref());
             if !reachable {
                 progress.line(&format!(
                     "build containers do not reach the package index here: building from a wheelhouse made on this machine (set {}=0 to never do so)",
@@ -295,8 +296,12 @@ pub fn build(
         }
         _ => false,
     };
-    for (s, src, job) in misses {
+    for (s, src, mut job) in misses {
         if !offline {
+            // A wheelhouse build (forced) keeps its `none`.
+            if job.network.is_none() {
+                job.network = network.clone();
+            }
             jobs_todo.push(job);
             continue;
         }
@@ -367,9 +372,10 @@ fn run_build(job: &Job, progress: &Progress) -> Result<String> {
     for (k, v) in &job.labels {
         cmd.arg("--label").arg(format!("{k}={v}"));
     }
-    if job.offline {
-        // Everything it installs is in the context: no network proves that.
-        cmd.args(["--network", "none"]);
+    if let Some(n) = &job.network {
+        // A wheelhouse build gets `none`: everything it installs is in the context, and no
+        // network proves that.
+        cmd.args(["--network", n]);
     }
     cmd.arg("-");
     cmd.stdin(Stdio::piped())

@@ -40,10 +40,31 @@ fn parse(value: Option<&str>) -> Result<Option<bool>> {
     }
 }
 
-/// Whether a container of `base` reaches the package index its pip is configured with: one
-/// small download, bounded in time. A base without pip cannot tell, and counts as reaching it
-/// (its build then fails or not on its own terms).
-pub fn index_reachable(base: &str) -> bool {
+/// The environment variable naming the Docker network builds run on (`docker build
+/// --network`), for machines where only some network reaches out (`host`, say).
+pub const NETWORK_ENV: &str = "XTASK_BUILD_NETWORK";
+
+/// The network builds run on, when set.
+pub fn build_network() -> Result<Option<String>> {
+    match std::env::var(NETWORK_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => {
+            let ok = !v.starts_with('-')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !ok {
+                bail!("{NETWORK_ENV}={v:?}: expected a Docker network name (letters, digits, `_`, `.`, `-`)");
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+/// Whether a container of `base`, on the network builds use, reaches the package index its
+/// pip is configured with: one small download, bounded in time. A base without pip cannot
+/// tell, and counts as reaching it (its build then fails or not on its own terms).
+pub fn index_reachable(base: &str, network: Option<&str>) -> bool {
     let mut cmd = proc::cmd(
         "docker",
         [
@@ -51,6 +72,8 @@ pub fn index_reachable(base: &str) -> bool {
             "--rm",
             "--label",
             "xtask.project=xtask",
+            "--network",
+            network.unwrap_or("default"),
             base,
             "python3",
             "-m",
