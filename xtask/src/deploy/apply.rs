@@ -233,7 +233,6 @@ pub fn apply(
             ctx.progress.line(&format!("removed {} ({why})", item.name));
         }
     }
-    let _ = root;
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //! files, each with a content hash of everything that defines it (and per-input hashes, so a
 //! plan can say which input changed).
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use crate::images::base::hex;
@@ -64,6 +66,9 @@ pub struct Desired {
     /// In start order (dependencies first).
     pub containers: Vec<DesiredContainer>,
     pub files: Vec<DesiredFile>,
+    /// Rendered file path -> (the program that applies it, the path of its applied copy), for
+    /// the integrations `up` copies into /etc where the host has the program.
+    pub applied: BTreeMap<String, (String, String)>,
 }
 
 pub fn sha(parts: &[&[u8]]) -> String {

@@ -1,8 +1,10 @@
 //! Host integrations that live outside the services' folders: the nginx site, the cron file
 //! and the firewall rules. They are always rendered under the host's root (so `plan` sees them
 //! and a human can read them) and applied where the host has the program and `up` runs as
-//! root (as nginx and cron need); otherwise `up` says where the rendered file is. `down`
-//! removes both the rendered files and the applied copies.
+//! root (as nginx and cron need); otherwise `up` says where the rendered file is. The applied
+//! copies are observed too: one that was removed or edited in /etc is applied again, as is a
+//! firewall chain for Docker's ports that a reboot dropped. `down` removes both the rendered
+//! files and the applied copies.
 
 use anyhow::Result;
 
@@ -20,8 +22,13 @@ pub const UFW: &str = "firewall rules";
 pub fn files(model: &Model, host: &Host, root: &str, d: &mut Desired) -> Result<()> {
     let name = &host.name;
     if let Some(site) = render::nginx::site(model, host)? {
+        let path = format!("{root}/rendered/nginx-xtask-{name}.conf");
+        d.applied.insert(
+            path.clone(),
+            ("nginx".into(), render::nginx::path(&host.name)),
+        );
         d.files.push(DesiredFile {
-            path: format!("{root}/rendered/nginx-xtask-{name}.conf"),
+            path,
             content: site.into_bytes(),
             mode: 0o644,
             what: NGINX.into(),
@@ -29,8 +36,13 @@ pub fn files(model: &Model, host: &Host, root: &str, d: &mut Desired) -> Result<
     }
     if !host.spec.cron.is_empty() {
         let text = render::cron::entries(model, host)?;
+        let path = format!("{root}/rendered/cron-xtask-{name}");
+        d.applied.insert(
+            path.clone(),
+            ("cron".into(), render::cron::path(&host.name)),
+        );
         d.files.push(DesiredFile {
-            path: format!("{root}/rendered/cron-xtask-{name}"),
+            path,
             content: text.into_bytes(),
             mode: 0o644,
             what: CRON.into(),
@@ -65,13 +77,19 @@ struct Capabilities {
 
 /// nginx and cron need root, not only a writable directory: reloading nginx signals its
 /// root-owned master, and cron ignores a file in /etc/cron.d that root does not own.
+/// Prints a line per program whose integration `up` can apply: `nginx`, `cron`, `ufw`.
+pub const CAPABILITIES: &str = "if [ \"$(id -u)\" = 0 ]; then\n\
+     command -v nginx >/dev/null 2>&1 && test -w /etc/nginx/conf.d && echo nginx\n\
+     test -d /etc/cron.d && test -w /etc/cron.d && echo cron\n\
+     command -v ufw >/dev/null 2>&1 && echo ufw\n\
+     fi\n\
+     true\n";
+
 fn capabilities(ctx: &Ctx<'_>) -> Capabilities {
-    let script = "[ \"$(id -u)\" = 0 ] || exit 0\n\
-                  command -v nginx >/dev/null 2>&1 && test -w /etc/nginx/conf.d && echo nginx\n\
-                  test -d /etc/cron.d && test -w /etc/cron.d && echo cron\n\
-                  command -v ufw >/dev/null 2>&1 && echo ufw\n\
-                  true";
-    let out = ctx.target.run_ok(&["sh", "-c", script]).unwrap_or_default();
+    let out = ctx
+        .target
+        .run_ok(&["sh", "-c", CAPABILITIES])
+        .unwrap_or_default();
     Capabilities {
         nginx: out.lines().any(|l| l == "nginx"),
         cron: out.lines().any(|l| l == "cron"),

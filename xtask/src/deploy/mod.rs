@@ -228,6 +228,13 @@ fn secret_values(
     envfile::values_for(model, &services)
 }
 
+/// The files `up` manages, and the applied copies of its integrations.
+fn observed_paths(d: &Desired) -> Vec<String> {
+    let mut paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    paths.extend(d.applied.values().map(|(_, copy)| copy.clone()));
+    paths
+}
+
 /// The chain for Docker's published ports, when the host has firewall rules.
 fn firewall_chain(host: &Host) -> Option<String> {
     (!host.spec.firewall.is_empty()).then(|| crate::render::ufw::docker_chain(host))
@@ -242,7 +249,7 @@ pub fn plan(root: &Path, args: &PlanArgs) -> Result<ExitCode> {
     let target = target_for(host)?;
     let values = secret_values(&model, host, false)?;
     let (d, notes) = desired_any(&model, host, &values, &Default::default())?;
-    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    let paths = observed_paths(&d);
     let chain = firewall_chain(host);
     let actual = observe::observe(&target, &host.name, &paths, chain.as_deref())?;
     let p = plan::diff(&d, &actual);
@@ -282,7 +289,7 @@ pub fn up(root: &Path, args: &UpArgs) -> Result<ExitCode> {
     // interrupted run left. The file paths do not depend on the images, so a rollback's
     // desired state has the same ones.
     let (mut d, mut notes) = desired_any(&model, host, &values, &Default::default())?;
-    let paths: Vec<String> = d.files.iter().map(|f| f.path.clone()).collect();
+    let paths = observed_paths(&d);
     let chain = firewall_chain(host);
     let mut actual = observe::observe(&target, &host.name, &paths, chain.as_deref())?;
     if apply::repair(&ctx, &actual)? {

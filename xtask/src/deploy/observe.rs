@@ -32,6 +32,9 @@ pub struct Actual {
     /// Docker's DOCKER-USER chain are there) and it is not loaded: after a reboot, say, as
     /// iptables rules outside ufw's own do not survive one.
     pub firewall_missing: bool,
+    /// The programs whose integration `up` can apply on the host (see
+    /// [`super::integrate::CAPABILITIES`]).
+    pub can_apply: std::collections::BTreeSet<String>,
 }
 
 const SEP: &str = "@@xtask@@";
@@ -60,6 +63,8 @@ pub fn observe(
             "if [ -f {q} ]; then printf '%s\\t' {q}; sha256sum < {q} | cut -d' ' -f1; fi\n"
         ));
     }
+    script.push_str(&format!("echo {SEP}caps\n"));
+    script.push_str(super::integrate::CAPABILITIES);
     if let Some(chain) = firewall {
         let q = quote::quote(chain)?;
         script.push_str(&format!(
@@ -85,6 +90,7 @@ fn parse(out: &str) -> Result<Actual> {
                 "volumes" => "volumes",
                 "networks" => "networks",
                 "firewall" => "firewall",
+                "caps" => "caps",
                 _ => "files",
             };
             continue;
@@ -113,6 +119,9 @@ fn parse(out: &str) -> Result<Actual> {
             "volumes" => actual.volumes.push(line.to_string()),
             "networks" => actual.networks.push(line.to_string()),
             "firewall" => actual.firewall_missing |= line == "missing",
+            "caps" => {
+                actual.can_apply.insert(line.trim().to_string());
+            }
             "files" => {
                 if let Some((p, h)) = line.split_once('\t') {
                     actual.files.insert(p.to_string(), h.trim().to_string());

@@ -92,7 +92,16 @@ pub fn diff(desired: &Desired, actual: &Actual) -> Plan {
             {
                 Action::Replace("the rules for Docker's published ports are not loaded".into())
             }
-            Some(h) if *h == hash => Action::Unchanged,
+            Some(h) if *h == hash => match desired.applied.get(&file.path) {
+                // Rendered as wanted, but its copy in /etc is gone or was edited there.
+                Some((program, copy))
+                    if actual.can_apply.contains(program)
+                        && actual.files.get(copy) != Some(&hash) =>
+                {
+                    Action::Replace(format!("its applied copy {copy} is missing or differs"))
+                }
+                _ => Action::Unchanged,
+            },
             Some(_) => Action::Replace("content changed".into()),
         };
         items.push(Item {
@@ -232,5 +241,37 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[1], Action::Unchanged);
+    }
+
+    #[test]
+    fn an_applied_copy_that_is_gone_or_edited_is_applied_again_where_it_can_be() {
+        let mut desired = Desired {
+            files: vec![file("/r/nginx.conf", super::super::integrate::NGINX)],
+            ..Desired::default()
+        };
+        desired.applied.insert(
+            "/r/nginx.conf".into(),
+            ("nginx".into(), "/etc/nginx/conf.d/x.conf".into()),
+        );
+        let hash = file_hash(b"same");
+        let mut actual = Actual::default();
+        actual.files.insert("/r/nginx.conf".into(), hash.clone());
+        let action = |a: &Actual| diff(&desired, a).items.remove(0).action;
+        // No nginx (or not root): the rendered file is all there is, and it is as wanted.
+        assert_eq!(action(&actual), Action::Unchanged);
+        actual.can_apply.insert("nginx".into());
+        assert!(
+            matches!(action(&actual), Action::Replace(r) if r.contains("/etc/nginx/conf.d/x.conf")),
+            "a missing copy"
+        );
+        actual
+            .files
+            .insert("/etc/nginx/conf.d/x.conf".into(), "edited".into());
+        assert!(
+            matches!(action(&actual), Action::Replace(_)),
+            "an edited copy"
+        );
+        actual.files.insert("/etc/nginx/conf.d/x.conf".into(), hash);
+        assert_eq!(action(&actual), Action::Unchanged);
     }
 }
