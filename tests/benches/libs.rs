@@ -13,12 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{copy_tree, fixtures, text, xtask_bin, TempDir};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use tests::{copy_tree, fixtures, median, runs, text, xtask_bin, TempDir};
 
 /// Runs `xtask libs ARGS` with the package caches in `cache`; returns seconds and the number
 /// of install commands it reported.
@@ -42,13 +37,6 @@ fn libs(ws: &Path, cache: &Path, args: &[&str]) -> (f64, u64) {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (secs, json["installs"].as_u64().unwrap())
-}
-
-fn fmt(v: &[f64]) -> String {
-    v.iter()
-        .map(|s| format!("{s:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn main() {
@@ -94,20 +82,20 @@ fn main() {
     let (uv, pip) = (median(cold[0].clone()), median(cold[1].clone()));
     println!("libs, 2 fixture libraries (greet-lib editable, plain-lib path entry + six)");
     println!("cold (fresh venv, empty caches), median of 3:");
-    println!("  uv   {uv:>6.2}s   runs: {}", fmt(&cold[0]));
-    println!("  pip  {pip:>6.2}s   runs: {}", fmt(&cold[1]));
+    println!("  uv   {uv:>6.2}s   runs: {}", runs(&cold[0]));
+    println!("  pip  {pip:>6.2}s   runs: {}", runs(&cold[1]));
     println!("  ratio pip/uv: {:.1}x", pip / uv);
     let (uv_w, pip_w) = (
         median(warm_cache_runs[0].clone()),
         median(warm_cache_runs[1].clone()),
     );
     println!("fresh venv, warm caches, median of 3:");
-    println!("  uv   {uv_w:>6.2}s   runs: {}", fmt(&warm_cache_runs[0]));
-    println!("  pip  {pip_w:>6.2}s   runs: {}", fmt(&warm_cache_runs[1]));
+    println!("  uv   {uv_w:>6.2}s   runs: {}", runs(&warm_cache_runs[0]));
+    println!("  pip  {pip_w:>6.2}s   runs: {}", runs(&warm_cache_runs[1]));
     println!("  ratio pip/uv: {:.1}x", pip_w / uv_w);
     println!(
         "warm (nothing changed, 0 installs), median of 5: {:.3}s   runs: {}",
         median(noop.clone()),
-        fmt(&noop)
+        runs(&noop)
     );
 }

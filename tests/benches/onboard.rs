@@ -11,12 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{copy_tree, fixtures, repo_root, text, xtask_bin, TempDir};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use tests::{copy_tree, fixtures, median, repo_root, runs, text, xtask_bin, TempDir};
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
@@ -66,13 +61,6 @@ fn reset(ws: &Path) {
     let _ = std::fs::remove_file(ws.join(".git/hooks/pre-commit"));
 }
 
-fn fmt(v: &[f64]) -> String {
-    v.iter()
-        .map(|s| format!("{s:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn main() {
     let dir = TempDir::new("bench-onboard");
     let ws = dir.path().join("eco");
@@ -96,11 +84,11 @@ fn main() {
     println!("onboard, fixture ecosystem (2 libs, 2 services with secrets, hook)");
     println!(
         "  cold (fresh clone, empty caches), median of 3: {c:>6.2}s   runs: {}",
-        fmt(&cold)
+        runs(&cold)
     );
     println!(
         "  warm (nothing to do), median of 5:             {w:>6.3}s   runs: {}",
-        fmt(&warm)
+        runs(&warm)
     );
     println!("  ratio cold/warm: {:.0}x", c / w);
 }

@@ -9,12 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{copy_tree, fixtures, text, xtask, TempDir};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use tests::{copy_tree, fixtures, median, text, xtask, TempDir};
 
 fn timed(ws: &Path, args: &[&str]) -> f64 {
     let t = Instant::now();

@@ -94,3 +94,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The median of a benchmark's runs.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A benchmark's runs, in seconds: `1.23, 1.30, 1.27`.
+pub fn runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|s| format!("{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
