@@ -70,11 +70,9 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     // A failed install counts as much as a failed import check.
     let failed = libs::failures(&libs);
     summary.push(format!(
-        "libs: {} in .venv, {} install{} run; {}",
-        libs.len(),
-        installs,
-        if installs == 1 { "" } else { "s" },
-        libs::summary(&libs)
+        "{} ({} in .venv)",
+        libs::summary(&libs),
+        libs.len()
     ));
 
     progress.line("[4/5] secrets");
