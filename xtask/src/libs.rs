@@ -90,7 +90,7 @@ pub struct Args {
     pub json: bool,
 }
 
-/// How `sync_with` works; `Default` is what `sync` does.
+/// How `sync_with` works; `Default`: uv when available, else pip; only what changed.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Forced installer; `None` = uv when available, else pip.
@@ -139,10 +139,6 @@ impl LibReport {
 /// Makes the venv and installs every active library (or those of `names`), uv when available,
 /// else pip; then runs the import checks. Failures of one library are in its report; `Err` is
 /// for what stops everything (no suitable Python, a venv that cannot be made).
-pub fn sync(model: &Model, names: &[String], progress: &Progress) -> Result<Vec<LibReport>> {
-    sync_with(model, names, &Options::default(), progress)
-}
-
 pub fn sync_with(
     model: &Model,
     names: &[String],
@@ -177,7 +173,7 @@ pub fn sync_with(
         (None, None) => {
             progress.line(
                 "uv not found: installing with pip (slower); \
-                 `cargo xtask libs --install-uv` installs uv",
+                 `--install-uv` (of `libs` or `onboard`) installs uv",
             );
             Installer::Pip
         }

@@ -17,6 +17,9 @@ pub struct Args {
     /// Skip the tool check (for machines that only need the libraries)
     #[arg(long)]
     skip_doctor: bool,
+    /// Install uv (with pip, into .xtask/) when it is not found: much faster installs
+    #[arg(long)]
+    install_uv: bool,
 }
 
 pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
@@ -65,7 +68,11 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     ));
 
     progress.line("[3/5] python libraries");
-    let libs = libs::sync(&model, &[], &progress)?;
+    let opts = libs::Options {
+        install_uv: args.install_uv,
+        ..libs::Options::default()
+    };
+    let libs = libs::sync_with(&model, &[], &opts, &progress)?;
     let installs: usize = libs.iter().map(|l| l.installs.len()).sum();
     // A failed install counts as much as a failed import check.
     let failed = libs::failures(&libs);
