@@ -175,8 +175,7 @@ fn prepare(
         std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mut extra = Vec::new();
     if wheels {
-        progress.line(&format!("{}: making its wheelhouse", s.name));
-        extra = wheelhouse::make(&model.root, &s.name, &ctx_dir)?;
+        extra = wheelhouse::make(&model.root, &s.name, &ctx_dir, &|m| progress.line(m))?;
         dockerfile = wheelhouse::dockerfile(&String::from_utf8_lossy(&dockerfile)).into_bytes();
     }
     let ctx = context::assemble(

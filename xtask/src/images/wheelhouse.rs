@@ -108,7 +108,12 @@ pub fn index_reachable(base: &str, network: Option<&str>) -> bool {
 ///
 /// A wheelhouse is kept per content of the requirements files: a build whose requirements did
 /// not change reuses it without running pip (so a no-op build stays fast).
-pub fn make(root: &Path, service: &str, ctx_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn make(
+    root: &Path,
+    service: &str,
+    ctx_dir: &Path,
+    say: &dyn Fn(&str),
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut requirements: Vec<PathBuf> = std::fs::read_dir(ctx_dir)
         .with_context(|| format!("read {}", ctx_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,6 +142,7 @@ pub fn make(root: &Path, service: &str, ctx_dir: &Path) -> Result<Vec<(String, V
         .join(service)
         .join(&key[..16]);
     if !dir.join(DONE).is_file() {
+        say(&format!("{service}: making its wheelhouse"));
         fill(&dir, service, ctx_dir, &requirements, project)?;
     }
     let mut files = Vec::new();
