@@ -224,7 +224,7 @@ pub fn sync_with(
         bail!(
             "{n} source{} failed:\n{}",
             if n == 1 { "" } else { "s" },
-            synced.errors.join("\n")
+            condense(&synced.errors)
         );
     }
     Ok(synced.reports)
@@ -309,8 +309,8 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
         offline: args.offline,
     };
     let synced = sync_all(&model, &args.names, &opts, &progress)?;
-    for e in &synced.errors {
-        progress.line(&format!("error: {e}"));
+    if !synced.errors.is_empty() {
+        progress.line(&format!("error: {}", condense(&synced.errors)));
     }
     println!(
         "{} in {:.1}s",
@@ -322,6 +322,47 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where the mirror advice begins in a fetch error.
+const ADVICE: &str = "\n  without network access to it";
+/// Where the advice's line for one repository begins.
+const ADVICE_ONE: &str = "\n  then ";
+
+/// The components' errors, one after the other; where several unreachable remotes share the
+/// same mirror advice (the same owner, typically), it is given once, after them.
+pub fn condense(errors: &[String]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    // (advice shared by the group, the errors without it, the errors whole)
+    let mut groups: Vec<(&str, Vec<&str>, Vec<&str>)> = Vec::new();
+    for e in errors {
+        let Some(at) = e.find(ADVICE) else {
+            out.push(e.clone());
+            continue;
+        };
+        let (head, advice) = e.split_at(at);
+        let shared = advice.split(ADVICE_ONE).next().unwrap_or(advice);
+        match groups.iter_mut().find(|g| g.0 == shared) {
+            Some(g) => {
+                g.1.push(head);
+                g.2.push(e);
+            }
+            None => groups.push((shared, vec![head], vec![e])),
+        }
+    }
+    for (shared, heads, whole) in groups {
+        if whole.len() == 1 {
+            out.push(whole[0].to_string());
+        } else {
+            let shared = shared.replacen(ADVICE, "\n  without network access to them", 1);
+            out.push(format!(
+                "{}{shared}{ADVICE_ONE}each of these remotes is fetched from there under its own \
+                 name (make each with `git clone --mirror URL` into that folder)",
+                heads.join("\n")
+            ));
+        }
+    }
+    out.join("\n")
 }
 
 /// `sources: 3 components: 1 checked out, ...; 1 fetched; dirty: x; 0 failed`.
@@ -1226,5 +1267,32 @@ mod tests {
             url_prefix("git@github.com:repo.git"),
             ("git@github.com:".into(), "repo.git".into())
         );
+    }
+
+    #[test]
+    fn shared_mirror_advice_is_given_once_after_the_errors_it_serves() {
+        let err = |name: &str, owner: &str| {
+            format!(
+                "`{name}` (d): could not fetch the source from https://h/{owner}/{name}:\n    fatal: x{ADVICE}, fetch from a local copy: ...\n      \"https://h/{owner}/\" = \"/srv/\"{ADVICE_ONE}https://h/{owner}/{name} is fetched from /srv/{name}"
+            )
+        };
+        let other = "`c` (d): revision `v9` does not exist".to_string();
+        let text = condense(&[err("a", "o"), other.clone(), err("b", "o"), err("z", "p")]);
+        // Not grouped: the error without advice, and the one remote of owner p, whole.
+        assert!(text.contains(&other), "{text}");
+        assert!(text.contains(&err("z", "p")), "{text}");
+        // a and b: both named, their shared advice once, the per-remote line generalised.
+        assert!(
+            text.contains("from https://h/o/a:") && text.contains("from https://h/o/b:"),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"https://h/o/\" = ").count(), 1, "{text}");
+        assert!(!text.contains("https://h/o/a is fetched"), "{text}");
+        assert!(
+            text.contains("each of these remotes is fetched from there"),
+            "{text}"
+        );
+        // One error alone is left as it is.
+        assert_eq!(condense(&[err("a", "o")]), err("a", "o"));
     }
 }
