@@ -464,3 +464,45 @@ fn docker_build_without_the_index_uses_a_wheelhouse_installs_offline_and_keeps_n
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("XTASK_WHEELHOUSE=\"yes\""), "{stderr}");
 }
+
+/// Whether this machine's apt configuration names `suite` (either source format).
+fn host_apt_names(suite: &str) -> bool {
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in rd.flatten() {
+            texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    texts.iter().any(|t| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.split_whitespace().any(|w| w == suite))
+    })
+}
+
+#[test]
+fn docker_base_images_get_the_fixes_of_the_update_suites_this_machine_names() {
+    let _serial = engine::serial();
+    let ws = eco_copy("build-bases");
+    let mut made = Images::default();
+    // Makes the bases when missing; nothing else is needed of this build.
+    build_ok(ws.path(), &["notes-mcp"], &mut made);
+    for base in ["xtask-base/python:bookworm", "xtask-base/postgres:bookworm"] {
+        if image_id(base).is_none() {
+            continue; // only the bases this build needed
+        }
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", base])
+            .args(["cat", "/etc/apt/sources.list.d/xtask-updates.list"])
+            .output()
+            .unwrap();
+        let list = text(&out.stdout);
+        for suite in ["bookworm-security", "bookworm-updates"] {
+            assert_eq!(
+                list.lines().any(|l| l.ends_with(&format!(" {suite} main"))),
+                host_apt_names(suite),
+                "{base}: {suite} listed in the image iff this machine's apt names it:\n{list}"
+            );
+        }
+    }
+}

@@ -80,6 +80,10 @@ fn recipe_hash(recipe: &Recipe) -> String {
         h.update(b"\0");
         h.update(p.as_bytes());
     }
+    // Which update suites are applied (a machine that gains or loses one makes its bases anew).
+    for (uri, suite) in update_sources() {
+        h.update(format!("\0updates\0{uri}\0{suite}").as_bytes());
+    }
     for cert in extra_certs() {
         h.update(b"\0cert\0");
         h.update(fs::read(&cert).unwrap_or_default());
@@ -144,6 +148,23 @@ pub fn debian_mirror() -> Result<String> {
             return Ok(m);
         }
     }
+    source_for(SUITE).with_context(|| format!("no Debian {SUITE} source in this machine's apt configuration; set XTASK_DEBIAN_MIRROR to a Debian mirror URL"))
+}
+
+/// The suites that carry fixes after the release, applied to every base when this machine's
+/// apt configuration names them.
+const UPDATE_SUITES: [&str; 2] = ["bookworm-updates", "bookworm-security"];
+
+/// `(URI, suite)` of each update suite this machine's apt configuration names.
+fn update_sources() -> Vec<(String, &'static str)> {
+    UPDATE_SUITES
+        .iter()
+        .filter_map(|suite| source_for(suite).map(|uri| (uri, *suite)))
+        .collect()
+}
+
+/// The URI apt on this machine uses for `suite` (component main), if any.
+fn source_for(suite: &str) -> Option<String> {
     // `apt-get indextargets` reads both source formats exactly as apt does.
     let out = proc::output(
         &mut proc::cmd(
@@ -151,7 +172,7 @@ pub fn debian_mirror() -> Result<String> {
             [
                 "indextargets",
                 "--format",
-                "$(REPO_URI) $(RELEASE) $(IDENTIFIER)",
+                "$(REPO_URI) $(RELEASE) $(COMPONENT) $(IDENTIFIER)",
             ],
         ),
         None,
@@ -159,52 +180,53 @@ pub fn debian_mirror() -> Result<String> {
     if let Ok(out) = out {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() == 3 && f[1] == SUITE && f[2] == "Packages" {
-                return Ok(f[0].trim_end_matches('/').to_string());
+            if f.len() == 4 && f[1] == suite && f[2] == "main" && f[3] == "Packages" {
+                return Some(f[0].trim_end_matches('/').to_string());
             }
         }
     }
     // Before any `apt-get update` there are no index targets: read the files.
     let mut texts = Vec::new();
-    for dir in ["/etc/apt/sources.list.d"] {
-        if let Ok(rd) = fs::read_dir(dir) {
-            let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            for p in paths {
-                texts.push((
-                    p.extension().is_some_and(|e| e == "sources"),
-                    fs::read_to_string(&p).unwrap_or_default(),
-                ));
-            }
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            texts.push((
+                p.extension().is_some_and(|e| e == "sources"),
+                fs::read_to_string(&p).unwrap_or_default(),
+            ));
         }
     }
     texts.push((
         false,
         fs::read_to_string("/etc/apt/sources.list").unwrap_or_default(),
     ));
-    for (deb822, text) in texts {
-        if let Some(uri) = if deb822 {
-            mirror_deb822(&text)
+    texts.into_iter().find_map(|(deb822, text)| {
+        if deb822 {
+            mirror_deb822(&text, suite)
         } else {
-            mirror_one_line(&text)
-        } {
-            return Ok(uri);
+            mirror_one_line(&text, suite)
         }
-    }
-    bail!("no Debian {SUITE} source in this machine's apt configuration; set XTASK_DEBIAN_MIRROR to a Debian mirror URL")
-}
-
-fn mirror_one_line(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let line = line.split('#').next()?;
-        let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
-        (words.next()? == "deb").then_some(())?;
-        let uri = words.next()?;
-        (words.next()? == SUITE).then(|| uri.trim_end_matches('/').to_string())
     })
 }
 
-fn mirror_deb822(text: &str) -> Option<String> {
+fn mirror_one_line(text: &str, suite: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.split('#').next()?.trim_start();
+        let rest = line.strip_prefix("deb")?;
+        (rest.starts_with(char::is_whitespace)).then_some(())?;
+        // Options are one bracketed block that may hold spaces: `[arch=amd64 signed-by=...]`.
+        let rest = match rest.trim_start().strip_prefix('[') {
+            Some(opts) => opts.split_once(']')?.1,
+            None => rest,
+        };
+        let mut words = rest.split_whitespace();
+        let uri = words.next()?;
+        (words.next()? == suite).then(|| uri.trim_end_matches('/').to_string())
+    })
+}
+
+fn mirror_deb822(text: &str, suite: &str) -> Option<String> {
     for stanza in text.split("\n\n") {
         let mut types = "";
         let mut uris = "";
@@ -224,7 +246,7 @@ fn mirror_deb822(text: &str) -> Option<String> {
         }
         if enabled
             && types.split_whitespace().any(|t| t == "deb")
-            && suites.split_whitespace().any(|s| s == SUITE)
+            && suites.split_whitespace().any(|s| s == suite)
         {
             if let Some(uri) = uris.split_whitespace().next() {
                 return Some(uri.trim_end_matches('/').to_string());
@@ -269,6 +291,14 @@ fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Res
     cmd.arg(SUITE).arg(root).arg(&mirror);
     proc::run(&mut cmd, None).with_context(|| format!("debootstrap of {reference} failed"))?;
 
+    // No daemons started by package scripts (here while updating, and in derived builds), as
+    // in the official Debian images.
+    write_mode(
+        &root.join("usr/sbin/policy-rc.d"),
+        "#!/bin/sh\nexit 101\n",
+        0o755,
+    )?;
+
     // The proxy's CA: without it pip inside builds fails TLS verification.
     let ca_dir = root.join("usr/local/share/ca-certificates");
     fs::create_dir_all(&ca_dir)?;
@@ -282,6 +312,56 @@ fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Res
         ),
         None,
     )?;
+
+    // Security and stable updates: debootstrap installs the release as it was; the fixes since
+    // come from the suites this machine's apt names. They stay listed in the image, so a
+    // Dockerfile's `apt-get install` gets fixed packages too.
+    let updates = update_sources();
+    if updates.is_empty() {
+        log(&format!(
+            "{reference}: no {} source in this machine's apt configuration: the base has the release's packages, without later fixes",
+            UPDATE_SUITES.join(" or ")
+        ));
+    } else {
+        let list: String = updates
+            .iter()
+            .map(|(uri, suite)| format!("deb {uri} {suite} main\n"))
+            .collect();
+        fs::write(root.join("etc/apt/sources.list.d/xtask-updates.list"), list)?;
+        // Name resolution for apt inside the chroot (emptied again below: Docker provides it).
+        fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"))
+            .context("copy /etc/resolv.conf into the rootfs")?;
+        log(&format!(
+            "{reference}: applying updates ({})",
+            updates
+                .iter()
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        proc::run(
+            &mut proc::cmd(
+                "chroot",
+                [root.as_os_str(), "apt-get".as_ref(), "update".as_ref()],
+            ),
+            None,
+        )
+        .with_context(|| format!("apt-get update in the {reference} rootfs failed"))?;
+        let mut upgrade = proc::cmd(
+            "chroot",
+            [
+                root.as_os_str(),
+                "apt-get".as_ref(),
+                "-y".as_ref(),
+                "-o".as_ref(),
+                "Dpkg::Options::=--force-confold".as_ref(),
+                "upgrade".as_ref(),
+            ],
+        );
+        upgrade.env("DEBIAN_FRONTEND", "noninteractive");
+        proc::run(&mut upgrade, None)
+            .with_context(|| format!("apt-get upgrade in the {reference} rootfs failed"))?;
+    }
 
     if recipe.name == "postgres" {
         // The package's default cluster is of no use: containers initdb their own data
@@ -308,13 +388,8 @@ fn make(recipe: &Recipe, reference: &str, hash: &str, log: &dyn Fn(&str)) -> Res
         )?;
     }
 
-    // What the official Debian images do, so derived Dockerfiles behave: no daemons started
-    // by package scripts, no package caches or docs kept.
-    write_mode(
-        &root.join("usr/sbin/policy-rc.d"),
-        "#!/bin/sh\nexit 101\n",
-        0o755,
-    )?;
+    // What the official Debian images do, so derived Dockerfiles behave: no package caches or
+    // docs kept.
     fs::write(
         root.join("etc/apt/apt.conf.d/docker-no-recommends"),
         "APT::Install-Recommends \"false\";\nAPT::Install-Suggests \"false\";\n",
@@ -433,16 +508,25 @@ mod tests {
     fn mirror_from_deb822_and_one_line_sources() {
         let deb822 = "Types: deb\nURIs: http://mirror.test/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.test/security\nSuites: bookworm-security\n";
         assert_eq!(
-            mirror_deb822(deb822).as_deref(),
+            mirror_deb822(deb822, SUITE).as_deref(),
             Some("http://mirror.test/debian")
         );
-        let disabled = "Enabled: no\nTypes: deb\nURIs: http://a.test/\nSuites: bookworm\n";
-        assert_eq!(mirror_deb822(disabled), None);
-        let one = "# comment\ndeb-src http://x.test/ bookworm main\ndeb [arch=amd64] http://y.test/debian bookworm main\n";
         assert_eq!(
-            mirror_one_line(one).as_deref(),
+            mirror_deb822(deb822, "bookworm-security").as_deref(),
+            Some("http://mirror.test/security")
+        );
+        let disabled = "Enabled: no\nTypes: deb\nURIs: http://a.test/\nSuites: bookworm\n";
+        assert_eq!(mirror_deb822(disabled, SUITE), None);
+        let one = "# comment\ndeb-src http://x.test/ bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://y.test/debian bookworm main\ndeb http://s.test/debian-security bookworm-security main\n";
+        assert_eq!(
+            mirror_one_line(one, SUITE).as_deref(),
             Some("http://y.test/debian")
         );
+        assert_eq!(
+            mirror_one_line(one, "bookworm-security").as_deref(),
+            Some("http://s.test/debian-security")
+        );
+        assert_eq!(mirror_one_line(one, "bookworm-updates"), None);
     }
 
     #[test]
