@@ -163,50 +163,55 @@ fn update_sources() -> Vec<(String, &'static str)> {
         .collect()
 }
 
-/// The URI apt on this machine uses for `suite` (component main), if any.
+/// The URI apt on this machine uses for `suite` (component main), if any: from its source
+/// files (both formats), else from `apt-get indextargets`, which knows every way apt can be
+/// configured but takes a noticeable part of a second (too much for a no-op build).
 fn source_for(suite: &str) -> Option<String> {
-    // `apt-get indextargets` reads both source formats exactly as apt does.
-    let out = proc::output(
-        &mut proc::cmd(
-            "apt-get",
-            [
-                "indextargets",
-                "--format",
-                "$(REPO_URI) $(RELEASE) $(COMPONENT) $(IDENTIFIER)",
-            ],
-        ),
-        None,
-    );
-    if let Ok(out) = out {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() == 4 && f[1] == suite && f[2] == "main" && f[3] == "Packages" {
-                return Some(f[0].trim_end_matches('/').to_string());
-            }
-        }
-    }
-    // Before any `apt-get update` there are no index targets: read the files.
     let mut texts = Vec::new();
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for p in paths {
-            texts.push((
-                p.extension().is_some_and(|e| e == "sources"),
-                fs::read_to_string(&p).unwrap_or_default(),
-            ));
+            // What apt itself reads there; `.save`, `.disabled` and the like it ignores.
+            let deb822 = match p.extension().and_then(|e| e.to_str()) {
+                Some("sources") => true,
+                Some("list") => false,
+                _ => continue,
+            };
+            texts.push((deb822, fs::read_to_string(&p).unwrap_or_default()));
         }
     }
     texts.push((
         false,
         fs::read_to_string("/etc/apt/sources.list").unwrap_or_default(),
     ));
-    texts.into_iter().find_map(|(deb822, text)| {
+    let from_files = texts.into_iter().find_map(|(deb822, text)| {
         if deb822 {
             mirror_deb822(&text, suite)
         } else {
             mirror_one_line(&text, suite)
         }
+    });
+    from_files.or_else(|| {
+        let out = proc::output(
+            &mut proc::cmd(
+                "apt-get",
+                [
+                    "indextargets",
+                    "--format",
+                    "$(REPO_URI) $(RELEASE) $(COMPONENT) $(IDENTIFIER)",
+                ],
+            ),
+            None,
+        )
+        .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() == 4 && f[1] == suite && f[2] == "main" && f[3] == "Packages")
+                    .then(|| f[0].trim_end_matches('/').to_string())
+            })
     })
 }
 
