@@ -692,6 +692,64 @@ fn a_killed_run_leaves_nothing_the_next_run_cannot_repair() {
     assert_eq!(ws.proxy.hits(), 0);
 }
 
+/// A `git` that logs each `fetch` command line to `$LOG` and is the real git otherwise.
+fn logging_git(dir: &Path) -> PathBuf {
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())
+        .expect("git on PATH");
+    let bin = dir.join("logbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = fetch ]; then echo \"$*\" >> \"$LOG\"; fi\ndone\nexec '{}' \"$@\"\n",
+        real.display()
+    );
+    let path = bin.join("git");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn components_of_one_repository_ask_the_remote_once() {
+    let ws = Ws::new("sources-shared");
+    let up = ws.upstream("app");
+    ws.upstream("other");
+    // Two services built from one repository (a branch pin: fetched every run), and a third
+    // component of another.
+    ws.service("app-api", "app", "main");
+    ws.service("app-web", "app", "main");
+    ws.lib("other", "other", "v1");
+    ws.mirror_file();
+    let bin = logging_git(ws._tmp.path());
+    let log = ws._tmp.path().join("fetches.log");
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let log_s = log.to_str().unwrap().to_string();
+    let upstream = format!("{}/app", ws.mirrors.display());
+    for round in 0..2 {
+        let _ = std::fs::remove_file(&log);
+        let run = ws.sources_env(&[], &[("PATH", &path), ("LOG", &log_s)]);
+        run.assert_ok();
+        let fetches = std::fs::read_to_string(&log).unwrap_or_default();
+        let from_remote = fetches
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w.starts_with(&upstream)))
+            .count();
+        assert_eq!(
+            from_remote, 1,
+            "round {round}: the app remote once:\n{fetches}"
+        );
+        assert_eq!(ws.head("app-api"), up.c2, "{}", run.all());
+        assert_eq!(ws.head("app-web"), up.c2, "{}", run.all());
+    }
+    assert_eq!(ws.proxy.hits(), 0);
+}
+
 #[test]
 fn mirror_settings_with_errors_name_where_they_are() {
     let ws = Ws::new("sources-bad-mirrors");

@@ -260,30 +260,60 @@ pub fn sync_all(
         mirrors: &mirrors,
         offline: opts.offline,
     };
-    // Components are independent (a repository each): fetch them side by side.
-    let results: Vec<Result<SourceReport, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = components
+    // Components of different repositories are independent: fetched side by side. Those of
+    // one repository (two services built from one codebase) take turns, and the later ones
+    // fetch from the first one's cache, so the remote is asked once.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, c) in components.iter().enumerate() {
+        match groups.iter_mut().find(|g| components[g[0]].url == c.url) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    let mut results: Vec<(usize, Result<SourceReport, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = groups
             .iter()
-            .map(|c| {
-                let ctx = &ctx;
+            .map(|group| {
+                let (ctx, components) = (&ctx, &components);
                 s.spawn(move || {
-                    let result = ctx.sync_one(c).map_err(|e| format!("{e:#}"));
-                    match &result {
-                        Ok(report) => progress.line(&report.line()),
-                        Err(_) => progress.line(&format!("{}: FAILED (see below)", c.name)),
+                    let mut out = Vec::new();
+                    let mut via: Option<PathBuf> = None;
+                    for &i in group {
+                        let c = &components[i];
+                        let result = ctx
+                            .sync_one(c, via.as_deref())
+                            .map_err(|e| format!("{e:#}"));
+                        match &result {
+                            Ok(report) => {
+                                progress.line(&report.line());
+                                // Only a cache fetched just now is as fresh as the remote.
+                                if report.fetched && via.is_none() {
+                                    via = Some(cache_dir(ctx.root, &c.name));
+                                }
+                            }
+                            Err(_) => progress.line(&format!("{}: FAILED (see below)", c.name)),
+                        }
+                        out.push((i, result));
                     }
-                    result
+                    out
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("internal error: panicked".into()))
+            .zip(&groups)
+            .flat_map(|(h, group)| {
+                h.join().unwrap_or_else(|_| {
+                    group
+                        .iter()
+                        .map(|&i| (i, Err("internal error: panicked".into())))
+                        .collect()
+                })
             })
             .collect()
     });
+    results.sort_by_key(|(i, _)| *i);
+    let results = results.into_iter().map(|(_, r)| r);
     let mut synced = Synced {
         reports: Vec::new(),
         errors: Vec::new(),
@@ -565,7 +595,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn sync_one(&self, c: &Component) -> Result<SourceReport> {
+    /// `via`: a local repository that already holds this component's remote (the cache of
+    /// another component of the same repository, just synced), fetched from instead.
+    fn sync_one(&self, c: &Component, via: Option<&Path>) -> Result<SourceReport> {
         if c.rev.is_empty() {
             bail!(
                 "`{}` ({}): git source without a pinned `rev`",
@@ -575,7 +607,7 @@ impl Ctx<'_> {
         }
         signals::check()?;
         let mirror = self.mirrors.rewrite(&c.url);
-        let (pin, fetched) = self.cache(c, mirror.as_deref())?;
+        let (pin, fetched) = self.cache(c, mirror.as_deref(), via)?;
         signals::check()?;
         let (action, head, dirty, ahead, behind) = self.checkout(c, pin)?;
         Ok(SourceReport {
@@ -595,7 +627,12 @@ impl Ctx<'_> {
 
     /// Makes sure the bare repository holds the pin; returns the pinned commit and whether a
     /// fetch ran.
-    fn cache(&self, c: &Component, mirror: Option<&str>) -> Result<(Oid, bool)> {
+    fn cache(
+        &self,
+        c: &Component,
+        mirror: Option<&str>,
+        via: Option<&Path>,
+    ) -> Result<(Oid, bool)> {
         let bare_path = cache_dir(self.root, &c.name);
         let bare = match Repository::open_bare(&bare_path) {
             Ok(repo) => {
@@ -641,7 +678,8 @@ impl Ctx<'_> {
             _ => {}
         }
 
-        let from = mirror.unwrap_or(&c.url);
+        let via = via.map(|p| p.to_string_lossy().into_owned());
+        let from = via.as_deref().or(mirror).unwrap_or(&c.url);
         let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
         let bare = match bare {
             Some(repo) => {
