@@ -74,47 +74,93 @@ impl Env {
     }
 }
 
-/// Removes all objects labelled with run `id`.
+/// Removes all objects labelled with run `id`, and makes sure of it: whatever is still there
+/// afterwards (a command that was cut short, say by a Ctrl-C that reached it in the instant
+/// between its start and its leaving the terminal's process group) is removed again, a few
+/// times, before it counts as a problem.
 fn remove_run(id: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        problems = remove_once(id);
+        match left(id) {
+            // Whatever went wrong on the way, nothing of the run is left.
+            Ok(left) if left.is_empty() => return Vec::new(),
+            Ok(left) => problems.push(format!("still there: {}", left.join(", "))),
+            Err(e) => problems.push(format!("cannot list what is left: {e:#}")),
+        }
+    }
+    problems
+}
+
+/// Every command here is shielded from a terminal's Ctrl-C: a second one while tearing down
+/// must not cut the teardown short.
+fn docker(args: &[&str]) -> std::process::Command {
+    let mut cmd = proc::cmd("docker", args);
+    proc::shield(&mut cmd);
+    cmd
+}
+
+/// The ids a `docker ... ls`-like listing prints; a listing that fails is an error, never
+/// "nothing there".
+fn list(args: &[&str]) -> Result<Vec<String>> {
+    Ok(proc::stdout(&mut docker(args))?
+        .lines()
+        .map(String::from)
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// What of run `id` is still in the engine.
+fn left(id: &str) -> Result<Vec<String>> {
+    let filter = format!("label={RUN_LABEL}={id}");
+    let mut out = Vec::new();
+    for (kind, args) in [
+        ("container", &["ps", "-aq", "--filter", &filter][..]),
+        ("network", &["network", "ls", "-q", "--filter", &filter]),
+        ("volume", &["volume", "ls", "-q", "--filter", &filter]),
+    ] {
+        out.extend(list(args)?.into_iter().map(|x| format!("{kind} {x}")));
+    }
+    Ok(out)
+}
+
+fn remove_once(id: &str) -> Vec<String> {
     let filter = format!("label={RUN_LABEL}={id}");
     let mut problems = Vec::new();
-    // Every command here is shielded from a terminal's Ctrl-C: a second one while tearing
-    // down must not cut the teardown short (a killed listing would even read as "nothing").
-    let docker = |args: &[&str]| {
-        let mut cmd = proc::cmd("docker", args);
-        proc::shield(&mut cmd);
-        cmd
-    };
-    let list = |args: &[&str]| -> Vec<String> {
-        proc::stdout(&mut docker(args))
-            .map(|s| {
-                s.lines()
-                    .map(String::from)
-                    .filter(|l| !l.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = list(&["ps", "-aq", "--filter", &filter]);
-    if !containers.is_empty() {
-        let mut cmd = docker(&["rm", "-f", "-v"]);
-        cmd.args(&containers);
-        if let Err(e) = proc::run(&mut cmd, None) {
-            problems.push(format!("containers: {e}"));
+    match list(&["ps", "-aq", "--filter", &filter]) {
+        Ok(containers) if !containers.is_empty() => {
+            let mut cmd = docker(&["rm", "-f", "-v"]);
+            cmd.args(&containers);
+            if let Err(e) = proc::run(&mut cmd, None) {
+                problems.push(format!("containers: {e}"));
+            }
         }
+        Ok(_) => {}
+        Err(e) => problems.push(format!("containers: cannot list: {e}")),
     }
-    for net in list(&["network", "ls", "-q", "--filter", &filter]) {
-        if let Err(e) = proc::run(&mut docker(&["network", "rm", &net]), None) {
-            problems.push(format!("network {net}: {e}"));
+    match list(&["network", "ls", "-q", "--filter", &filter]) {
+        Ok(nets) => {
+            for net in nets {
+                if let Err(e) = proc::run(&mut docker(&["network", "rm", &net]), None) {
+                    problems.push(format!("network {net}: {e}"));
+                }
+            }
         }
+        Err(e) => problems.push(format!("networks: cannot list: {e}")),
     }
-    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-    if !volumes.is_empty() {
-        let mut cmd = docker(&["volume", "rm", "-f"]);
-        cmd.args(&volumes);
-        if let Err(e) = proc::run(&mut cmd, None) {
-            problems.push(format!("volumes: {e}"));
+    match list(&["volume", "ls", "-q", "--filter", &filter]) {
+        Ok(volumes) if !volumes.is_empty() => {
+            let mut cmd = docker(&["volume", "rm", "-f"]);
+            cmd.args(&volumes);
+            if let Err(e) = proc::run(&mut cmd, None) {
+                problems.push(format!("volumes: {e}"));
+            }
         }
+        Ok(_) => {}
+        Err(e) => problems.push(format!("volumes: cannot list: {e}")),
     }
     problems
 }

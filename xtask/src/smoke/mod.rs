@@ -73,12 +73,25 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
             None,
         )
         .map(|o| eprint!("{}", String::from_utf8_lossy(&o.stdout)));
-    } else {
+    }
+    // Whether everything the run made is gone (what a message may then say).
+    let removed = !keep && {
         let problems = env.teardown();
         for p in &problems {
             eprintln!("teardown: {p}");
         }
-    }
+        problems.is_empty()
+    };
+    let cleanup = if keep {
+        "the environment is kept".to_string()
+    } else if removed {
+        "everything this run made is removed".to_string()
+    } else {
+        format!(
+            "some of what this run made is left (see `teardown:` above); the next smoke run sweeps it, or remove it with `docker rm -f $(docker ps -aq --filter label=xtask.smoke={})`",
+            env.id
+        )
+    };
     let teardown_secs = checks_done.elapsed().as_secs_f64();
 
     if let Some(path) = &args.junit {
@@ -91,7 +104,7 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     let interrupted = signals::interrupted();
     match result {
         Err(e) if interrupted => {
-            eprintln!("interrupted: {e:#}; everything this run made is removed");
+            eprintln!("interrupted: {e:#}; {cleanup}");
             return Ok(ExitCode::from(130));
         }
         Err(e) => {
@@ -112,14 +125,7 @@ pub fn run(root: &Path, args: &Args) -> Result<ExitCode> {
     }
     println!("{passed} passed, {failed} failed");
     if interrupted {
-        eprintln!(
-            "interrupted after the checks; {}",
-            if keep {
-                "the environment is kept"
-            } else {
-                "everything this run made is removed"
-            }
-        );
+        eprintln!("interrupted after the checks; {cleanup}");
         return Ok(ExitCode::from(130));
     }
     Ok(if failed == 0 {
