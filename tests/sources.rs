@@ -600,17 +600,17 @@ fn a_dirty_checkout_is_reported_and_never_overwritten() {
     assert_eq!(ws.proxy.hits(), 0);
 }
 
-/// A `git` that stands still in `fetch` (writing its pid to `$MARK`) and is the real git
-/// otherwise.
-fn stalling_git(dir: &Path) -> PathBuf {
+/// A directory `DIR/NAME` holding a `git` that runs `on_fetch` (shell) when its arguments
+/// include `fetch`, and is the real git otherwise (or after `on_fetch`, if it returns).
+fn wrapped_git(dir: &Path, name: &str, on_fetch: &str) -> PathBuf {
     let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
         .map(|d| d.join("git"))
         .find(|p| p.is_file())
         .expect("git on PATH");
-    let bin = dir.join("bin");
+    let bin = dir.join(name);
     std::fs::create_dir_all(&bin).unwrap();
     let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = fetch ]; then echo $$ > \"$MARK\"; exec sleep 60; fi\ndone\nexec '{}' \"$@\"\n",
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = fetch ]; then {on_fetch}; fi\ndone\nexec '{}' \"$@\"\n",
         real.display()
     );
     let path = bin.join("git");
@@ -618,6 +618,16 @@ fn stalling_git(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
+}
+
+/// A `git` that stands still in `fetch` (writing its pid to `$MARK`).
+fn stalling_git(dir: &Path) -> PathBuf {
+    wrapped_git(dir, "bin", "echo $$ > \"$MARK\"; exec sleep 60")
+}
+
+/// A `git` that logs each `fetch` command line to `$LOG`.
+fn logging_git(dir: &Path) -> PathBuf {
+    wrapped_git(dir, "logbin", "echo \"$*\" >> \"$LOG\"")
 }
 
 #[test]
@@ -690,25 +700,6 @@ fn a_killed_run_leaves_nothing_the_next_run_cannot_repair() {
     assert!(!checkout.join(".git/xtask-moving").exists());
     assert_eq!(git(&checkout, &["status", "--porcelain"]), "");
     assert_eq!(ws.proxy.hits(), 0);
-}
-
-/// A `git` that logs each `fetch` command line to `$LOG` and is the real git otherwise.
-fn logging_git(dir: &Path) -> PathBuf {
-    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|d| d.join("git"))
-        .find(|p| p.is_file())
-        .expect("git on PATH");
-    let bin = dir.join("logbin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = fetch ]; then echo \"$*\" >> \"$LOG\"; fi\ndone\nexec '{}' \"$@\"\n",
-        real.display()
-    );
-    let path = bin.join("git");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
 }
 
 #[test]
